@@ -1,0 +1,46 @@
+# Makefile — PGXS build of the usage_tracking extension, its gateway and tools.
+EXTENSION   = usage_tracking
+EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big  = usage_tracking
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+# The install script is assembled from one file per concern.
+SQL_PARTS   = $(sort $(wildcard sql/parts/*.sql))
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA        = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+
+REGRESS      = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
+REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=pgcrypto --load-extension=$(EXTENSION)
+ISOLATION      = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=$(EXTENSION)
+
+PG_CONFIG  ?= pg_config
+PG_CPPFLAGS = -Isrc
+PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+EXTRA_CLEAN = test/results test/output_iso test/regression.diffs test/regression.out
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(DATA_built): $(SQL_PARTS) $(EXTENSION).control
+	cat $(SQL_PARTS) > $@
+
+# Programs that live in their own folder with their own Makefile
+# (gateway/, notifier/) are built with the extension.
+PROGRAM_DIRS = $(patsubst %/Makefile,%,$(wildcard gateway/Makefile notifier/Makefile))
+all: programs
+programs:
+	@for d in $(PROGRAM_DIRS); do $(MAKE) -C $$d || exit 1; done
+clean: clean-programs
+clean-programs:
+	@for d in $(PROGRAM_DIRS); do $(MAKE) -C $$d clean || exit 1; done
+
+.PHONY: programs clean-programs test demo bench fuzz soak
+test:
+	bash tools/test.sh
+demo:
+	bash tools/demo.sh
+bench:
+	bash bench/run.sh

@@ -1,0 +1,582 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/batch.c
+ *		Parse a site's JSON batch in one pass with PostgreSQL's JSON lexer and
+ *		check every event against the field rules of the wire contract.
+ *
+ * The body is walked with semantic actions rather than built into a jsonb
+ * value: the fields we need are copied out, the context object is kept as a
+ * slice of the raw text, and unknown fields are skipped.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifdef FRONTEND
+#include "postgres_fe.h"
+#else
+#include "postgres.h"
+#endif
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+
+#include "batch.h"
+
+/* Which field of the object being read a value belongs to. */
+typedef enum Field
+{
+	F_NONE,
+	F_INSTALL_ID,
+	F_ACCOUNT_ID,
+	F_EVENTS,
+	F_EVENT_ID,
+	F_USER_HASH,
+	F_SOURCE,
+	F_MODEL,
+	F_PROMPT,
+	F_COMPLETION,
+	F_TOTAL,
+	F_CACHED,
+	F_REQUEST_ID,
+	F_CONTEXT,
+	F_CREATED_AT
+} Field;
+
+typedef struct ParseState
+{
+	JsonLexContext *lex;
+	Batch	   *batch;
+	int			depth;			/* nesting depth inside the current value */
+	Field		top_field;		/* field of the top object being read */
+	Field		ev_field;		/* field of the event object being read */
+	bool		seen_events;
+	bool		in_events;		/* inside the events array */
+	bool		in_event;		/* inside an event object */
+	const char *context_start;
+	const char *invalid;		/* batch-level problem found while parsing */
+} ParseState;
+
+static const struct
+{
+	const char *name;
+	Field		field;
+	const char *type_error;
+}			event_fields[] =
+{
+	{"event_id", F_EVENT_ID, "event_id must be a string"},
+	{"wp_user_id_hash", F_USER_HASH, "wp_user_id_hash must be a string"},
+	{"source", F_SOURCE, "source must be a string"},
+	{"model", F_MODEL, "model must be a string"},
+	{"prompt_tokens", F_PROMPT, "prompt_tokens must be an integer from 0 to 2147483647"},
+	{"completion_tokens", F_COMPLETION, "completion_tokens must be an integer from 0 to 2147483647"},
+	{"total_tokens", F_TOTAL, "total_tokens must be an integer"},
+	{"cached_prompt_tokens", F_CACHED, "cached_prompt_tokens must be an integer from 0 to prompt_tokens"},
+	{"request_id", F_REQUEST_ID, "request_id must be a string of at most 50 characters"},
+	{"context", F_CONTEXT, "context must be a JSON object"},
+	{"created_at", F_CREATED_AT, "created_at must be an RFC 3339 timestamp string"},
+};
+
+static BatchEvent *
+current_event(ParseState *st)
+{
+	return &st->batch->events[st->batch->nevents - 1];
+}
+
+static void
+event_error(ParseState *st, const char *msg)
+{
+	BatchEvent *ev = current_event(st);
+
+	if (ev->error == NULL)
+		ev->error = msg;
+}
+
+static const char *
+field_type_error(Field f)
+{
+	for (int i = 0; i < lengthof(event_fields); i++)
+		if (event_fields[i].field == f)
+			return event_fields[i].type_error;
+	return "invalid field";
+}
+
+/*
+ * Parse a JSON number token as a non-negative integer no larger than
+ * PG_INT32_MAX (or PG_INT64_MAX / 4 for total_tokens, which may sum two
+ * int32 values).  Fractions, exponents and signs are refused.
+ */
+static bool
+parse_token_count(const char *tok, int64 max, int64 *result)
+{
+	int64		v = 0;
+
+	if (*tok == '\0')
+		return false;
+	for (const char *p = tok; *p; p++)
+	{
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (*p - '0');
+		if (v > max)
+			return false;
+	}
+	*result = v;
+	return true;
+}
+
+static void
+on_object_start(void *state)
+{
+	ParseState *st = state;
+
+	if (st->depth == 0)
+	{
+		/* the batch object itself */
+	}
+	else if (st->depth == 1)
+	{
+		if (st->top_field == F_INSTALL_ID)
+			st->invalid = "install_id must be a string";
+		else if (st->top_field == F_ACCOUNT_ID)
+			st->invalid = "account_id must be a string";
+		else if (st->top_field == F_EVENTS)
+			st->invalid = "events must be an array";
+	}
+	else if (st->depth == 2 && st->in_events)
+		st->in_event = true;
+	else if (st->depth == 3 && st->in_event)
+	{
+		if (st->ev_field == F_CONTEXT)
+			st->context_start = st->lex->token_start;
+		else if (st->ev_field != F_NONE)
+			event_error(st, field_type_error(st->ev_field));
+	}
+	st->depth++;
+}
+
+static void
+on_object_end(void *state)
+{
+	ParseState *st = state;
+
+	st->depth--;
+	if (st->depth == 3 && st->in_event && st->ev_field == F_CONTEXT &&
+		st->context_start != NULL)
+	{
+		BatchEvent *ev = current_event(st);
+		const char *end = st->lex->prev_token_terminator;
+
+		ev->context = st->context_start;
+		ev->context_len = (int) (end - st->context_start);
+		st->context_start = NULL;
+	}
+	else if (st->depth == 2 && st->in_event)
+		st->in_event = false;
+}
+
+static void
+on_array_start(void *state)
+{
+	ParseState *st = state;
+
+	if (st->depth == 0)
+		st->invalid = "the body must be a JSON object";
+	else if (st->depth == 1)
+	{
+		if (st->top_field == F_EVENTS)
+			st->in_events = true;
+		else if (st->top_field == F_INSTALL_ID)
+			st->invalid = "install_id must be a string";
+		else if (st->top_field == F_ACCOUNT_ID)
+			st->invalid = "account_id must be a string";
+	}
+	else if (st->depth == 3 && st->in_event && st->ev_field != F_NONE)
+		event_error(st, field_type_error(st->ev_field));
+	st->depth++;
+}
+
+static void
+on_array_end(void *state)
+{
+	ParseState *st = state;
+
+	st->depth--;
+	if (st->depth == 1 && st->in_events)
+		st->in_events = false;
+}
+
+static void
+on_field_start(void *state, char *fname, bool isnull)
+{
+	ParseState *st = state;
+
+	if (st->depth == 1)
+	{
+		st->top_field = F_NONE;
+		if (strcmp(fname, "install_id") == 0)
+			st->top_field = F_INSTALL_ID;
+		else if (strcmp(fname, "account_id") == 0)
+			st->top_field = F_ACCOUNT_ID;
+		else if (strcmp(fname, "events") == 0)
+		{
+			if (st->seen_events)
+				st->invalid = "events appears more than once";
+			st->seen_events = true;
+			st->top_field = F_EVENTS;
+		}
+	}
+	else if (st->depth == 3 && st->in_event)
+	{
+		st->ev_field = F_NONE;
+		for (int i = 0; i < lengthof(event_fields); i++)
+		{
+			if (strcmp(fname, event_fields[i].name) == 0)
+			{
+				st->ev_field = event_fields[i].field;
+				break;
+			}
+		}
+	}
+}
+
+static void
+on_element_start(void *state, bool isnull)
+{
+	ParseState *st = state;
+	Batch	   *b = st->batch;
+	BatchEvent *ev;
+
+	if (!(st->depth == 2 && st->in_events))
+		return;
+
+	if (b->nevents == b->capacity)
+	{
+		b->capacity = b->capacity == 0 ? 64 : b->capacity * 2;
+		if (b->events == NULL)
+			b->events = palloc(sizeof(BatchEvent) * b->capacity);
+		else
+			b->events = repalloc(b->events, sizeof(BatchEvent) * b->capacity);
+	}
+	ev = &b->events[b->nevents];
+	memset(ev, 0, sizeof(BatchEvent));
+	ev->index = b->nevents;
+	b->nevents++;
+	st->ev_field = F_NONE;
+}
+
+static void
+event_scalar(ParseState *st, char *token, JsonTokenType type)
+{
+	BatchEvent *ev = current_event(st);
+	Field		f = st->ev_field;
+	bool		is_string = (type == JSON_TOKEN_STRING);
+
+	if (f == F_NONE)
+		return;
+	if (type == JSON_TOKEN_NULL)
+	{
+		/* null reads as absent; required fields are checked later */
+		return;
+	}
+
+	switch (f)
+	{
+		case F_EVENT_ID:
+		case F_USER_HASH:
+		case F_SOURCE:
+		case F_MODEL:
+		case F_REQUEST_ID:
+		case F_CREATED_AT:
+			if (!is_string)
+			{
+				event_error(st, field_type_error(f));
+				return;
+			}
+			if (f == F_EVENT_ID)
+				ev->event_id = token;
+			else if (f == F_USER_HASH)
+				ev->wp_user_id_hash = token;
+			else if (f == F_SOURCE)
+				ev->source = token;
+			else if (f == F_MODEL)
+				ev->model = token;
+			else if (f == F_REQUEST_ID)
+				ev->request_id = token;
+			else
+				ev->created_at_text = token;
+			return;
+
+		case F_PROMPT:
+		case F_COMPLETION:
+		case F_CACHED:
+			{
+				int64		v;
+
+				if (type != JSON_TOKEN_NUMBER ||
+					!parse_token_count(token, PG_INT32_MAX, &v))
+				{
+					event_error(st, field_type_error(f));
+					return;
+				}
+				if (f == F_PROMPT)
+				{
+					ev->prompt_tokens = v;
+					ev->has_prompt = true;
+				}
+				else if (f == F_COMPLETION)
+				{
+					ev->completion_tokens = v;
+					ev->has_completion = true;
+				}
+				else
+				{
+					ev->cached_prompt_tokens = v;
+					ev->has_cached = true;
+				}
+				return;
+			}
+
+		case F_TOTAL:
+			{
+				int64		v;
+
+				if (type != JSON_TOKEN_NUMBER ||
+					!parse_token_count(token, PG_INT64_MAX / 4, &v))
+				{
+					event_error(st, field_type_error(f));
+					return;
+				}
+				ev->total_tokens = v;
+				ev->has_total = true;
+				return;
+			}
+
+		case F_CONTEXT:
+			event_error(st, field_type_error(f));
+			return;
+
+		default:
+			return;
+	}
+}
+
+static void
+on_scalar(void *state, char *token, JsonTokenType type)
+{
+	ParseState *st = state;
+
+	if (st->depth == 0)
+		st->invalid = "the body must be a JSON object";
+	else if (st->depth == 1)
+	{
+		if (st->top_field == F_INSTALL_ID)
+		{
+			if (type == JSON_TOKEN_STRING)
+				st->batch->install_id = token;
+			else
+				st->invalid = "install_id must be a string";
+		}
+		else if (st->top_field == F_ACCOUNT_ID)
+		{
+			if (type == JSON_TOKEN_STRING)
+				st->batch->account_id = token;
+			else if (type != JSON_TOKEN_NULL)
+				st->invalid = "account_id must be a string";
+		}
+		else if (st->top_field == F_EVENTS)
+			st->invalid = "events must be an array";
+	}
+	else if (st->depth == 2 && st->in_events)
+		event_error(st, "event must be a JSON object");
+	else if (st->depth == 3 && st->in_event)
+		event_scalar(st, token, type);
+}
+
+BatchStatus
+ut_batch_parse(const char *body, int len, int max_events, Batch *batch,
+			   const char **errmsg)
+{
+	ParseState	st;
+	JsonSemAction sem;
+	JsonParseErrorType rc;
+
+	memset(batch, 0, sizeof(Batch));
+	memset(&st, 0, sizeof(st));
+	memset(&sem, 0, sizeof(sem));
+
+	st.batch = batch;
+	st.lex = makeJsonLexContextCstringLen((char *) body, len, PG_UTF8, true);
+
+	sem.semstate = &st;
+	sem.object_start = on_object_start;
+	sem.object_end = on_object_end;
+	sem.array_start = on_array_start;
+	sem.array_end = on_array_end;
+	sem.object_field_start = on_field_start;
+	sem.array_element_start = on_element_start;
+	sem.scalar = on_scalar;
+
+	rc = pg_parse_json(st.lex, &sem);
+	if (rc != JSON_SUCCESS)
+	{
+		*errmsg = json_errdetail(rc, st.lex);
+		return BATCH_MALFORMED_JSON;
+	}
+	if (st.invalid)
+	{
+		*errmsg = st.invalid;
+		return BATCH_INVALID;
+	}
+	if (batch->install_id == NULL)
+	{
+		*errmsg = "install_id is required";
+		return BATCH_INVALID;
+	}
+	if (!st.seen_events)
+	{
+		*errmsg = "events is required";
+		return BATCH_INVALID;
+	}
+	if (batch->nevents == 0)
+	{
+		*errmsg = "events must hold at least one event";
+		return BATCH_INVALID;
+	}
+	if (batch->nevents > max_events)
+	{
+		*errmsg = psprintf("the batch holds %d events; the limit is %d",
+						   batch->nevents, max_events);
+		return BATCH_TOO_MANY_EVENTS;
+	}
+	return BATCH_OK;
+}
+
+static bool
+is_lower_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static bool
+all_in_set(const char *s, int minlen, int maxlen, const char *extra)
+{
+	int			n = 0;
+
+	for (const char *p = s; *p; p++, n++)
+	{
+		char		c = *p;
+
+		if (n >= maxlen)
+			return false;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			(c >= '0' && c <= '9'))
+			continue;
+		if (strchr(extra, c) == NULL)
+			return false;
+	}
+	return n >= minlen;
+}
+
+bool
+ut_valid_event_id(const char *s)
+{
+	return s != NULL && all_in_set(s, 1, 50, "_.:-");
+}
+
+/* {uuid-v4}_{12 lowercase hex} */
+bool
+ut_valid_install_id(const char *s)
+{
+	static const char pattern[] = "xxxxxxxx-xxxx-4xxx-Vxxx-xxxxxxxxxxxx_xxxxxxxxxxxx";
+	int			i;
+
+	if (s == NULL)
+		return false;
+	for (i = 0; pattern[i]; i++)
+	{
+		char		c = s[i];
+
+		if (c == '\0')
+			return false;
+		switch (pattern[i])
+		{
+			case 'x':
+				if (!is_lower_hex(c))
+					return false;
+				break;
+			case 'V':
+				if (c != '8' && c != '9' && c != 'a' && c != 'b')
+					return false;
+				break;
+			default:
+				if (c != pattern[i])
+					return false;
+		}
+	}
+	return s[i] == '\0';
+}
+
+static bool
+valid_user_hash(const char *s)
+{
+	int			n = 0;
+
+	for (const char *p = s; *p; p++, n++)
+		if (n >= 64 || !is_lower_hex(*p))
+			return false;
+	return n == 64;
+}
+
+static bool
+valid_source(const char *s)
+{
+	return strcmp(s, "manual") == 0 || strcmp(s, "bulk") == 0 ||
+		strcmp(s, "queue") == 0 || strcmp(s, "inline") == 0;
+}
+
+void
+ut_event_validate(BatchEvent *ev, TimestampTz now, int64 retention_usecs)
+{
+	if (ev->error)
+		return;
+
+	if (ev->event_id == NULL)
+		ev->error = "event_id is required";
+	else if (!ut_valid_event_id(ev->event_id))
+		ev->error = "event_id must be 1 to 50 characters of [A-Za-z0-9_.:-]";
+	else if (ev->wp_user_id_hash == NULL)
+		ev->error = "wp_user_id_hash is required";
+	else if (!valid_user_hash(ev->wp_user_id_hash))
+		ev->error = "wp_user_id_hash must be 64 lowercase hex characters";
+	else if (ev->source == NULL)
+		ev->error = "source is required";
+	else if (!valid_source(ev->source))
+		ev->error = "source must be one of manual, bulk, queue, inline";
+	else if (ev->model == NULL)
+		ev->error = "model is required";
+	else if (!all_in_set(ev->model, 1, 100, "._:/@-"))
+		ev->error = "model must be 1 to 100 characters of [A-Za-z0-9._:/@-]";
+	else if (!ev->has_prompt)
+		ev->error = "prompt_tokens is required";
+	else if (!ev->has_completion)
+		ev->error = "completion_tokens is required";
+	else if (ev->has_total &&
+			 ev->total_tokens != ev->prompt_tokens + ev->completion_tokens)
+		ev->error = psprintf("total_tokens " INT64_FORMAT " is not prompt_tokens "
+							 INT64_FORMAT " + completion_tokens " INT64_FORMAT,
+							 ev->total_tokens, ev->prompt_tokens,
+							 ev->completion_tokens);
+	else if (ev->has_cached && ev->cached_prompt_tokens > ev->prompt_tokens)
+		ev->error = "cached_prompt_tokens must be an integer from 0 to prompt_tokens";
+	else if (ev->request_id != NULL && strlen(ev->request_id) > 50)
+		ev->error = "request_id must be a string of at most 50 characters";
+	else if (ev->context != NULL && ev->context_len > UT_CONTEXT_MAX_BYTES)
+		ev->error = "context must be a JSON object of at most 4096 bytes";
+	else if (ev->created_at_text == NULL)
+		ev->error = "created_at is required";
+	else if (!ut_parse_rfc3339(ev->created_at_text, &ev->created_at))
+		ev->error = "created_at must be an RFC 3339 timestamp with Z or an offset";
+	else if (ev->created_at > now + UT_FUTURE_TOLERANCE_USECS)
+		ev->error = "created_at is more than 5 minutes in the future";
+	else if (ev->created_at < now - retention_usecs)
+		ev->error = "created_at is older than the event retention";
+}

@@ -1,0 +1,489 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/ingest.c
+ *		usage_tracking.ingest(): verify a site's signed batch and store it
+ *		exactly once.
+ *
+ * Order of checks: body size, signature header, timestamp window, JSON
+ * shape, installation, MAC (constant time, current or rotated-out secret),
+ * installation and account status, account match, then each event.  Any
+ * whole-request failure raises before anything is written.  Valid events go
+ * in with one INSERT ... ON CONFLICT DO NOTHING; the events trigger keeps the
+ * daily summaries current in the same statement.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "usage_tracking.h"
+
+PG_FUNCTION_INFO_V1(usage_tracking_ingest);
+
+#define NUM_INSERT_ARGS 12
+
+static SPIPlanPtr install_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr seen_plan = NULL;
+static SPIPlanPtr quota_plan = NULL;
+
+typedef struct Installation
+{
+	char	   *account_id;
+	bool		suspended;
+	char	   *secret;
+	char	   *previous_secret;	/* NULL once its grace has ended */
+} Installation;
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * Look up an installation with its secrets.  FOR NO KEY UPDATE of the
+ * installation row makes batches of one installation take their locks in
+ * one order, and is the row last_seen_at is written to.
+ */
+static bool
+fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
+{
+	Datum		args[2];
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	int			ret;
+
+	if (install_plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
+
+		install_plan = prepare_kept(
+									"SELECT i.account_id, i.status <> 'active' OR a.status <> 'active',"
+									" s.secret,"
+									" CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END"
+									" FROM usage_tracking.installations i"
+									" JOIN usage_tracking.accounts a USING (account_id)"
+									" JOIN usage_tracking.installation_secrets s USING (install_id)"
+									" WHERE i.install_id = $1"
+									" FOR NO KEY UPDATE OF i",
+									2, types);
+	}
+	args[0] = CStringGetTextDatum(install_id);
+	args[1] = TimestampTzGetDatum(now);
+	ret = SPI_execute_plan(install_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "installation lookup failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return false;
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	inst->account_id = SPI_getvalue(tup, desc, 1);
+	inst->suspended = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+	inst->secret = SPI_getvalue(tup, desc, 3);
+	inst->previous_secret = SPI_getvalue(tup, desc, 4);
+	return true;
+}
+
+static ArrayType *
+text_array_or_nulls(Datum *values, bool *nulls, int n)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	return construct_md_array(values, nulls, 1, dims, lbs, TEXTOID, -1, false,
+							  TYPALIGN_INT);
+}
+
+/*
+ * Insert the valid events; return how many were new (the rest were
+ * already stored) and their tokens.
+ */
+static int64
+insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
+			  int64 *new_tokens)
+{
+	Datum	   *event_id = palloc(sizeof(Datum) * n);
+	Datum	   *user_hash = palloc(sizeof(Datum) * n);
+	Datum	   *source = palloc(sizeof(Datum) * n);
+	Datum	   *model = palloc(sizeof(Datum) * n);
+	Datum	   *prompt = palloc(sizeof(Datum) * n);
+	Datum	   *completion = palloc(sizeof(Datum) * n);
+	Datum	   *cached = palloc(sizeof(Datum) * n);
+	Datum	   *request_id = palloc(sizeof(Datum) * n);
+	bool	   *request_null = palloc(sizeof(bool) * n);
+	Datum	   *context = palloc(sizeof(Datum) * n);
+	bool	   *context_null = palloc(sizeof(bool) * n);
+	Datum	   *created = palloc(sizeof(Datum) * n);
+	Datum		args[NUM_INSERT_ARGS];
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			ret;
+	bool		isnull;
+
+	for (int i = 0; i < n; i++)
+	{
+		BatchEvent *ev = valid[i];
+
+		event_id[i] = CStringGetTextDatum(ev->event_id);
+		user_hash[i] = CStringGetTextDatum(ev->wp_user_id_hash);
+		source[i] = CStringGetTextDatum(ev->source);
+		model[i] = CStringGetTextDatum(ev->model);
+		prompt[i] = Int32GetDatum((int32) ev->prompt_tokens);
+		completion[i] = Int32GetDatum((int32) ev->completion_tokens);
+		cached[i] = Int32GetDatum((int32) ev->cached_prompt_tokens);
+		request_null[i] = (ev->request_id == NULL);
+		request_id[i] = request_null[i] ? (Datum) 0 : CStringGetTextDatum(ev->request_id);
+		context_null[i] = (ev->context == NULL);
+		context[i] = context_null[i] ? (Datum) 0 :
+			PointerGetDatum(cstring_to_text_with_len(ev->context, ev->context_len));
+		created[i] = TimestampTzGetDatum(ev->created_at);
+	}
+
+	args[0] = CStringGetTextDatum(install_id);
+	args[1] = PointerGetDatum(text_array_or_nulls(event_id, NULL, n));
+	args[2] = PointerGetDatum(text_array_or_nulls(user_hash, NULL, n));
+	args[3] = PointerGetDatum(text_array_or_nulls(source, NULL, n));
+	args[4] = PointerGetDatum(text_array_or_nulls(model, NULL, n));
+	args[5] = PointerGetDatum(construct_array(prompt, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[6] = PointerGetDatum(construct_array(completion, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[7] = PointerGetDatum(construct_array(cached, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[8] = PointerGetDatum(text_array_or_nulls(request_id, request_null, n));
+	args[9] = PointerGetDatum(construct_md_array(context, context_null, 1, dims, lbs,
+												 TEXTOID, -1, false, TYPALIGN_INT));
+	args[10] = PointerGetDatum(construct_array(created, n, TIMESTAMPTZOID, 8,
+											   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[11] = TimestampTzGetDatum(now);
+
+	if (insert_plan == NULL)
+	{
+		Oid			types[NUM_INSERT_ARGS] = {TEXTOID, TEXTARRAYOID, TEXTARRAYOID,
+			TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
+			TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+
+		insert_plan = prepare_kept(
+								   "WITH ins AS (INSERT INTO usage_tracking.events (install_id, event_id,"
+								   " wp_user_id_hash, source, model, prompt_tokens, completion_tokens,"
+								   " cached_prompt_tokens, request_id, context, created_at, received_at)"
+								   " SELECT $1, e.event_id, e.user_hash, e.source, e.model, e.prompt,"
+								   " e.completion, e.cached, e.request_id, e.context::jsonb, e.created_at, $12"
+								   " FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+								   " AS e(event_id, user_hash, source, model, prompt, completion,"
+								   " cached, request_id, context, created_at)"
+								   " ON CONFLICT DO NOTHING"
+								   " RETURNING prompt_tokens, completion_tokens)"
+								   " SELECT count(*), coalesce(sum(prompt_tokens::int8 + completion_tokens), 0)::int8"
+								   " FROM ins",
+								   NUM_INSERT_ARGS, types);
+	}
+	ret = SPI_execute_plan(insert_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event insert failed: %s", SPI_result_code_string(ret));
+	*new_tokens = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 2, &isnull));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static void
+mark_seen(const char *install_id, TimestampTz now)
+{
+	Datum		args[2];
+	int			ret;
+
+	if (seen_plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
+
+		seen_plan = prepare_kept(
+								 "UPDATE usage_tracking.installations"
+								 " SET first_seen_at = coalesce(first_seen_at, $2),"
+								 " last_seen_at = greatest(last_seen_at, $2)"
+								 " WHERE install_id = $1",
+								 2, types);
+	}
+	args[0] = CStringGetTextDatum(install_id);
+	args[1] = TimestampTzGetDatum(now);
+	ret = SPI_execute_plan(seen_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "installation update failed: %s", SPI_result_code_string(ret));
+}
+
+/* The quota verdict, as text JSON, from usage_tracking.ingest_quota(). */
+static char *
+quota_verdict(const char *install_id, const char *account_id, int64 requests,
+			  int64 tokens, TimestampTz now)
+{
+	Datum		args[5];
+	int			ret;
+	bool		isnull;
+	Datum		d;
+
+	if (quota_plan == NULL)
+	{
+		Oid			types[5] = {TEXTOID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID};
+
+		quota_plan = prepare_kept(
+								  "SELECT usage_tracking.ingest_quota($1, $2, $3, $4, $5)::text",
+								  5, types);
+	}
+	args[0] = CStringGetTextDatum(install_id);
+	args[1] = CStringGetTextDatum(account_id);
+	args[2] = Int64GetDatum(requests);
+	args[3] = Int64GetDatum(tokens);
+	args[4] = TimestampTzGetDatum(now);
+	ret = SPI_execute_plan(quota_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "quota verdict failed: %s", SPI_result_code_string(ret));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? "null" : TextDatumGetCString(d);
+}
+
+static int
+event_ptr_cmp(const void *a, const void *b)
+{
+	const BatchEvent *ea = *(BatchEvent *const *) a;
+	const BatchEvent *eb = *(BatchEvent *const *) b;
+	int			c = strcmp(ea->event_id, eb->event_id);
+
+	if (c != 0)
+		return c;
+	return ea->index - eb->index;
+}
+
+/*
+ * Reject every repeat of an event_id within the batch after its first
+ * occurrence.
+ */
+static void
+reject_repeats(BatchEvent **valid, int n)
+{
+	BatchEvent **sorted;
+	BatchEvent *first = NULL;
+
+	if (n < 2)
+		return;
+	sorted = palloc(sizeof(BatchEvent *) * n);
+	memcpy(sorted, valid, sizeof(BatchEvent *) * n);
+	qsort(sorted, n, sizeof(BatchEvent *), event_ptr_cmp);
+	for (int i = 0; i < n; i++)
+	{
+		if (first != NULL && strcmp(first->event_id, sorted[i]->event_id) == 0)
+			sorted[i]->error = psprintf("event_id repeats the event at index %d",
+										first->index);
+		else
+			first = sorted[i];
+	}
+}
+
+/*
+ * SQL function: ingest(body text, signature text, now timestamptz,
+ *                      caller_account text) returns jsonb
+ */
+Datum
+usage_tracking_ingest(PG_FUNCTION_ARGS)
+{
+	text	   *body_t;
+	text	   *sig_t;
+	TimestampTz now;
+	char	   *caller_account = NULL;
+	const char *body;
+	int			body_len;
+	uint8		mac[UT_MAC_LEN];
+	int64		sig_ts;
+	const char *ts_str;
+	size_t		ts_len;
+	int64		now_unix;
+	Batch		batch;
+	BatchStatus status;
+	const char *errmsg_text = NULL;
+	Installation inst;
+	BatchEvent **valid;
+	int			nvalid = 0;
+	int			nrejected = 0;
+	int64		inserted = 0;
+	int64		new_tokens = 0;
+	StringInfoData out;
+	char	   *quota;
+	MemoryContext work;
+	MemoryContext old;
+	Datum		result;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_INVALID_BATCH),
+				 errmsg("request body is required")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_MISSING_SIGNATURE),
+				 errmsg("X-Install-Signature is required")));
+	now = PG_ARGISNULL(2) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(2);
+	if (!PG_ARGISNULL(3))
+		caller_account = text_to_cstring(PG_GETARG_TEXT_PP(3));
+
+	body_t = PG_GETARG_TEXT_PP(0);
+	sig_t = PG_GETARG_TEXT_PP(1);
+	body = VARDATA_ANY(body_t);
+	body_len = VARSIZE_ANY_EXHDR(body_t);
+
+	if (body_len > ut_max_body_bytes)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_BODY_TOO_LARGE),
+				 errmsg("request body of %d bytes exceeds usage_tracking.max_body_bytes (%d)",
+						body_len, ut_max_body_bytes)));
+
+	if (VARSIZE_ANY_EXHDR(sig_t) == 0)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_MISSING_SIGNATURE),
+				 errmsg("X-Install-Signature is required")));
+	if (!ut_parse_signature_header(VARDATA_ANY(sig_t), VARSIZE_ANY_EXHDR(sig_t),
+								   mac, &sig_ts, &ts_str, &ts_len))
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_MISSING_SIGNATURE),
+				 errmsg("malformed X-Install-Signature"),
+				 errhint("Send \"<64 hex HMAC-SHA256>:<unix seconds>\".")));
+
+	now_unix = (now / USECS_PER_SEC) +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
+	if (sig_ts > now_unix + ut_signature_tolerance ||
+		sig_ts < now_unix - ut_signature_tolerance)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_STALE_SIGNATURE),
+				 errmsg("signature timestamp is more than %d seconds from the server clock",
+						ut_signature_tolerance),
+				 errhint("Check the site's clock; sign each request when it is sent.")));
+
+	work = AllocSetContextCreate(CurrentMemoryContext, "usage_tracking ingest",
+								 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(work);
+
+	status = ut_batch_parse(body, body_len, ut_max_batch_events, &batch, &errmsg_text);
+	if (status == BATCH_MALFORMED_JSON)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_MALFORMED_JSON),
+				 errmsg("request body is not valid JSON"),
+				 errdetail_internal("%s", errmsg_text)));
+	if (status == BATCH_INVALID)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_INVALID_BATCH),
+				 errmsg("invalid batch: %s", errmsg_text)));
+	if (status == BATCH_TOO_MANY_EVENTS)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_TOO_MANY_EVENTS),
+				 errmsg("too many events: %s", errmsg_text),
+				 errhint("Split the batch; see usage_tracking.max_batch_events.")));
+
+	if (!ut_valid_install_id(batch.install_id))
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_INVALID_BATCH),
+				 errmsg("invalid batch: install_id must be {uuid-v4}_{12 lowercase hex}")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/*
+	 * An unknown installation fails exactly like a wrong secret, so that
+	 * nobody can probe which installations exist.
+	 */
+	if (!fetch_installation(batch.install_id, now, &inst) ||
+		!(ut_signature_matches(inst.secret, mac, ts_str, ts_len, body, body_len) ||
+		  ut_signature_matches(inst.previous_secret, mac, ts_str, ts_len, body, body_len)))
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_INVALID_SIGNATURE),
+				 errmsg("signature verification failed"),
+				 errhint("Sign \"<timestamp>.<body>\" with the installation secret.")));
+
+	if (inst.suspended)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_SUSPENDED),
+				 errmsg("installation or its account is suspended")));
+	if (batch.account_id != NULL && strcmp(batch.account_id, inst.account_id) != 0)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_ACCOUNT_MISMATCH),
+				 errmsg("account_id of the batch is not the installation's account")));
+	if (caller_account != NULL && strcmp(caller_account, inst.account_id) != 0)
+		ereport(ERROR,
+				(errcode(UT_ERRCODE_ACCOUNT_MISMATCH),
+				 errmsg("installation does not belong to the caller's account")));
+
+	/* Per-event rules. */
+	valid = palloc(sizeof(BatchEvent *) * batch.nevents);
+	for (int i = 0; i < batch.nevents; i++)
+	{
+		BatchEvent *ev = &batch.events[i];
+
+		ut_event_validate(ev, now, (int64) ut_event_retention * USECS_PER_SEC);
+		if (ev->error == NULL)
+			valid[nvalid++] = ev;
+	}
+	reject_repeats(valid, nvalid);
+	{
+		int			kept = 0;
+
+		for (int i = 0; i < nvalid; i++)
+			if (valid[i]->error == NULL)
+				valid[kept++] = valid[i];
+		nvalid = kept;
+	}
+
+	mark_seen(batch.install_id, now);
+	if (nvalid > 0)
+		inserted = insert_events(batch.install_id, valid, nvalid, now, &new_tokens);
+	quota = MemoryContextStrdup(work,
+								quota_verdict(batch.install_id, inst.account_id,
+											  inserted, new_tokens, now));
+	SPI_finish();
+
+	/* The response. */
+	initStringInfo(&out);
+	appendStringInfo(&out, "{\"success\": true, \"received\": %d, \"duplicates\": " INT64_FORMAT
+					 ", \"event_ids\": [", nvalid, (int64) nvalid - inserted);
+	for (int i = 0; i < nvalid; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&out, ", ");
+		escape_json(&out, valid[i]->event_id);
+	}
+	appendStringInfoString(&out, "], \"rejected\": [");
+	for (int i = 0; i < batch.nevents; i++)
+	{
+		BatchEvent *ev = &batch.events[i];
+
+		if (ev->error == NULL)
+			continue;
+		if (nrejected++ > 0)
+			appendStringInfoString(&out, ", ");
+		appendStringInfo(&out, "{\"index\": %d, \"event_id\": ", ev->index);
+		if (ev->event_id && ut_valid_event_id(ev->event_id))
+			escape_json(&out, ev->event_id);
+		else
+			appendStringInfoString(&out, "null");
+		appendStringInfoString(&out, ", \"error\": ");
+		escape_json(&out, ev->error);
+		appendStringInfoChar(&out, '}');
+	}
+	appendStringInfo(&out, "], \"quota\": %s}", quota);
+
+	MemoryContextSwitchTo(old);
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+	MemoryContextDelete(work);
+	PG_RETURN_DATUM(result);
+}

@@ -1,0 +1,316 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/summary.c
+ *		Keep usage_tracking.daily current: an AFTER INSERT statement trigger
+ *		on usage_tracking.events reads the rows the statement inserted (its
+ *		transition table; duplicates skipped by ON CONFLICT are not there),
+ *		sums them per (install, UTC day, user hash, source, model) in memory,
+ *		prices them, and upserts each key once, in key order, in a single
+ *		statement.
+ *
+ * Taking the keys in one fixed order means two transactions touching the
+ * same summary rows wait for each other instead of deadlocking.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "usage_tracking.h"
+
+PG_FUNCTION_INFO_V1(usage_tracking_events_summarize);
+
+/* One inserted event, reduced to what the summary needs. */
+typedef struct SummaryRow
+{
+	char	   *install_id;
+	char	   *user_hash;
+	char	   *source;
+	char	   *model;
+	DateADT		day;
+	const PriceRow *price;		/* NULL when unpriced */
+	int64		prompt;
+	int64		completion;
+	int64		cached;
+} SummaryRow;
+
+static SPIPlanPtr upsert_plan = NULL;
+
+static const char *upsert_sql =
+"INSERT INTO usage_tracking.daily AS d (install_id, usage_date, wp_user_id_hash,"
+"  source, model, total_requests, prompt_tokens, completion_tokens,"
+"  cached_prompt_tokens, estimated_cost_usd, unpriced_requests)"
+" SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[],"
+"  $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::numeric[], $11::int8[])"
+" ON CONFLICT (install_id, usage_date, wp_user_id_hash, source, model) DO UPDATE SET"
+"  total_requests = d.total_requests + EXCLUDED.total_requests,"
+"  prompt_tokens = d.prompt_tokens + EXCLUDED.prompt_tokens,"
+"  completion_tokens = d.completion_tokens + EXCLUDED.completion_tokens,"
+"  cached_prompt_tokens = d.cached_prompt_tokens + EXCLUDED.cached_prompt_tokens,"
+"  estimated_cost_usd = CASE WHEN d.estimated_cost_usd IS NULL THEN EXCLUDED.estimated_cost_usd"
+"    WHEN EXCLUDED.estimated_cost_usd IS NULL THEN d.estimated_cost_usd"
+"    ELSE d.estimated_cost_usd + EXCLUDED.estimated_cost_usd END,"
+"  unpriced_requests = d.unpriced_requests + EXCLUDED.unpriced_requests";
+
+static int
+key_cmp(const SummaryRow *a, const SummaryRow *b)
+{
+	int			c;
+
+	if ((c = strcmp(a->install_id, b->install_id)) != 0)
+		return c;
+	if (a->day != b->day)
+		return a->day < b->day ? -1 : 1;
+	if ((c = strcmp(a->user_hash, b->user_hash)) != 0)
+		return c;
+	if ((c = strcmp(a->source, b->source)) != 0)
+		return c;
+	return strcmp(a->model, b->model);
+}
+
+static int
+row_cmp(const void *pa, const void *pb)
+{
+	const SummaryRow *a = pa;
+	const SummaryRow *b = pb;
+	int			c = key_cmp(a, b);
+
+	if (c != 0)
+		return c;
+	/* group rows priced alike together */
+	if (a->price != b->price)
+		return (uintptr_t) a->price < (uintptr_t) b->price ? -1 : 1;
+	return 0;
+}
+
+static DateADT
+utc_day(TimestampTz ts)
+{
+	TimestampTz days = ts / USECS_PER_DAY;
+
+	if (ts < 0 && ts % USECS_PER_DAY != 0)
+		days--;
+	return (DateADT) days;
+}
+
+static ArrayType *
+text_array(Datum *values, int n)
+{
+	return construct_array(values, n, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+static ArrayType *
+int8_array(Datum *values, int n)
+{
+	return construct_array(values, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+}
+
+/*
+ * Sum rows (sorted by key) into one upsert row per key, and run the upsert.
+ */
+static void
+upsert_summaries(SummaryRow *rows, int n)
+{
+	Datum	   *install = palloc(sizeof(Datum) * n);
+	Datum	   *days = palloc(sizeof(Datum) * n);
+	Datum	   *users = palloc(sizeof(Datum) * n);
+	Datum	   *sources = palloc(sizeof(Datum) * n);
+	Datum	   *models = palloc(sizeof(Datum) * n);
+	Datum	   *requests = palloc(sizeof(Datum) * n);
+	Datum	   *prompt = palloc(sizeof(Datum) * n);
+	Datum	   *completion = palloc(sizeof(Datum) * n);
+	Datum	   *cached = palloc(sizeof(Datum) * n);
+	Datum	   *cost = palloc(sizeof(Datum) * n);
+	bool	   *cost_null = palloc(sizeof(bool) * n);
+	Datum	   *unpriced = palloc(sizeof(Datum) * n);
+	int			nkeys = 0;
+	int			i = 0;
+	Datum		args[11];
+	char		nulls[11];
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			ret;
+
+	while (i < n)
+	{
+		int64		k_requests = 0,
+					k_prompt = 0,
+					k_completion = 0,
+					k_cached = 0,
+					k_unpriced = 0;
+		Numeric		k_cost = NULL;
+		int			start = i;
+
+		/* one key, possibly several price groups */
+		while (i < n && key_cmp(&rows[start], &rows[i]) == 0)
+		{
+			int			g = i;
+			int64		g_uncached = 0,
+						g_cached = 0,
+						g_completion = 0;
+
+			while (i < n && row_cmp(&rows[g], &rows[i]) == 0)
+			{
+				k_requests++;
+				k_prompt += rows[i].prompt;
+				k_completion += rows[i].completion;
+				k_cached += rows[i].cached;
+				g_uncached += rows[i].prompt - rows[i].cached;
+				g_cached += rows[i].cached;
+				g_completion += rows[i].completion;
+				if (rows[i].price == NULL)
+					k_unpriced++;
+				i++;
+			}
+			if (rows[g].price != NULL)
+			{
+				Numeric		c = ut_price_cost(rows[g].price, g_uncached,
+											  g_cached, g_completion);
+
+				k_cost = k_cost ? numeric_add_opt_error(k_cost, c, NULL) : c;
+			}
+		}
+
+		install[nkeys] = CStringGetTextDatum(rows[start].install_id);
+		days[nkeys] = DateADTGetDatum(rows[start].day);
+		users[nkeys] = CStringGetTextDatum(rows[start].user_hash);
+		sources[nkeys] = CStringGetTextDatum(rows[start].source);
+		models[nkeys] = CStringGetTextDatum(rows[start].model);
+		requests[nkeys] = Int64GetDatum(k_requests);
+		prompt[nkeys] = Int64GetDatum(k_prompt);
+		completion[nkeys] = Int64GetDatum(k_completion);
+		cached[nkeys] = Int64GetDatum(k_cached);
+		cost[nkeys] = k_cost ? NumericGetDatum(k_cost) : (Datum) 0;
+		cost_null[nkeys] = (k_cost == NULL);
+		unpriced[nkeys] = Int64GetDatum(k_unpriced);
+		nkeys++;
+	}
+
+	dims[0] = nkeys;
+	args[0] = PointerGetDatum(text_array(install, nkeys));
+	args[1] = PointerGetDatum(construct_array(days, nkeys, DATEOID, 4, true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(text_array(users, nkeys));
+	args[3] = PointerGetDatum(text_array(sources, nkeys));
+	args[4] = PointerGetDatum(text_array(models, nkeys));
+	args[5] = PointerGetDatum(int8_array(requests, nkeys));
+	args[6] = PointerGetDatum(int8_array(prompt, nkeys));
+	args[7] = PointerGetDatum(int8_array(completion, nkeys));
+	args[8] = PointerGetDatum(int8_array(cached, nkeys));
+	args[9] = PointerGetDatum(construct_md_array(cost, cost_null, 1, dims, lbs,
+												 NUMERICOID, -1, false, TYPALIGN_INT));
+	args[10] = PointerGetDatum(int8_array(unpriced, nkeys));
+	memset(nulls, ' ', sizeof(nulls));
+
+	if (upsert_plan == NULL)
+	{
+		Oid			types[11] = {TEXTARRAYOID, DATEARRAYOID, TEXTARRAYOID,
+			TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+			INT8ARRAYOID, INT8ARRAYOID, NUMERICARRAYOID, INT8ARRAYOID};
+		SPIPlanPtr	plan = SPI_prepare(upsert_sql, 11, types);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare summary upsert: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		upsert_plan = plan;
+	}
+	ret = SPI_execute_plan(upsert_plan, args, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "summary upsert failed: %s", SPI_result_code_string(ret));
+}
+
+/* SQL function: events_summarize() returns trigger */
+Datum
+usage_tracking_events_summarize(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Tuplestorestate *store;
+	TupleDesc	desc;
+	TupleTableSlot *slot;
+	SummaryRow *rows;
+	int			n = 0;
+	int			cap = 64;
+	int			a_install, a_user, a_source, a_model, a_prompt,
+				a_completion, a_cached, a_created;
+	MemoryContext work;
+	MemoryContext old;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "events_summarize: not called by trigger manager");
+	if (!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		trigdata->tg_newtable == NULL)
+		elog(ERROR, "events_summarize must run AFTER INSERT FOR EACH STATEMENT with a NEW TABLE");
+
+	store = trigdata->tg_newtable;
+	desc = RelationGetDescr(trigdata->tg_relation);
+
+	a_install = SPI_fnumber(desc, "install_id");
+	a_user = SPI_fnumber(desc, "wp_user_id_hash");
+	a_source = SPI_fnumber(desc, "source");
+	a_model = SPI_fnumber(desc, "model");
+	a_prompt = SPI_fnumber(desc, "prompt_tokens");
+	a_completion = SPI_fnumber(desc, "completion_tokens");
+	a_cached = SPI_fnumber(desc, "cached_prompt_tokens");
+	a_created = SPI_fnumber(desc, "created_at");
+
+	work = AllocSetContextCreate(CurrentMemoryContext,
+								 "usage_tracking summary",
+								 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(work);
+
+	rows = palloc(sizeof(SummaryRow) * cap);
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	tuplestore_rescan(store);
+	while (tuplestore_gettupleslot(store, true, false, slot))
+	{
+		SummaryRow *r;
+		TimestampTz created;
+
+		if (n == cap)
+		{
+			cap *= 2;
+			rows = repalloc(rows, sizeof(SummaryRow) * cap);
+		}
+		r = &rows[n++];
+		slot_getallattrs(slot);
+		r->install_id = TextDatumGetCString(slot->tts_values[a_install - 1]);
+		r->user_hash = TextDatumGetCString(slot->tts_values[a_user - 1]);
+		r->source = TextDatumGetCString(slot->tts_values[a_source - 1]);
+		r->model = TextDatumGetCString(slot->tts_values[a_model - 1]);
+		r->prompt = DatumGetInt32(slot->tts_values[a_prompt - 1]);
+		r->completion = DatumGetInt32(slot->tts_values[a_completion - 1]);
+		r->cached = DatumGetInt32(slot->tts_values[a_cached - 1]);
+		created = DatumGetTimestampTz(slot->tts_values[a_created - 1]);
+		r->day = utc_day(created);
+		r->price = ut_price_lookup(r->model, created);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+
+	if (n > 0)
+	{
+		qsort(rows, n, sizeof(SummaryRow), row_cmp);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		upsert_summaries(rows, n);
+		SPI_finish();
+	}
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(work);
+	return PointerGetDatum(NULL);
+}

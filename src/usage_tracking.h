@@ -1,0 +1,66 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/usage_tracking.h
+ *		Declarations shared by the C files of the usage_tracking extension.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef USAGE_TRACKING_H
+#define USAGE_TRACKING_H
+
+#include "postgres.h"
+
+#include "utils/numeric.h"
+
+#include "batch.h"
+
+/*
+ * SQLSTATEs raised for whole-request errors.  The HTTP front maps each one to
+ * a status through usage_tracking.error_codes; keep both in step.
+ */
+#define UT_ERRCODE_MALFORMED_JSON		MAKE_SQLSTATE('U','T','B','0','1')
+#define UT_ERRCODE_INVALID_BATCH		MAKE_SQLSTATE('U','T','B','0','2')
+#define UT_ERRCODE_MISSING_SIGNATURE	MAKE_SQLSTATE('U','T','A','0','1')
+#define UT_ERRCODE_INVALID_SIGNATURE	MAKE_SQLSTATE('U','T','A','0','2')
+#define UT_ERRCODE_STALE_SIGNATURE		MAKE_SQLSTATE('U','T','A','0','3')
+#define UT_ERRCODE_SUSPENDED			MAKE_SQLSTATE('U','T','F','0','1')
+#define UT_ERRCODE_ACCOUNT_MISMATCH		MAKE_SQLSTATE('U','T','F','0','2')
+#define UT_ERRCODE_BODY_TOO_LARGE		MAKE_SQLSTATE('U','T','L','0','1')
+#define UT_ERRCODE_TOO_MANY_EVENTS		MAKE_SQLSTATE('U','T','L','0','2')
+
+/* GUCs (usage_tracking.c) */
+extern int	ut_signature_tolerance;	/* seconds */
+extern int	ut_max_batch_events;
+extern int	ut_max_body_bytes;
+extern int	ut_secret_grace;		/* seconds */
+extern int	ut_event_retention;		/* seconds */
+extern int	ut_daily_retention;		/* seconds */
+
+/* hmac.c */
+#define UT_MAC_LEN 32
+extern bool ut_parse_signature_header(const char *hdr, size_t len,
+									  uint8 *mac, int64 *ts,
+									  const char **ts_str, size_t *ts_len);
+extern void ut_hmac_sha256(const uint8 *key, size_t keylen,
+						   const uint8 *part1, size_t len1,
+						   const uint8 *part2, size_t len2,
+						   const uint8 *part3, size_t len3,
+						   uint8 *out);
+extern bool ut_signature_matches(const char *secret, const uint8 *mac,
+								 const char *ts_str, size_t ts_len,
+								 const char *body, size_t body_len);
+
+/* pricing.c */
+typedef struct PriceRow
+{
+	TimestampTz effective_from;
+	Datum		prompt;			/* Numeric, per 1 M tokens */
+	Datum		completion;
+	Datum		cached;			/* prompt price when no cached rate */
+} PriceRow;
+
+extern const PriceRow *ut_price_lookup(const char *model, TimestampTz at);
+extern Numeric ut_price_cost(const PriceRow *price, int64 uncached_prompt,
+							 int64 cached_prompt, int64 completion);
+
+#endif							/* USAGE_TRACKING_H */

@@ -1,0 +1,67 @@
+-- Ingest: storing a batch once, the response shape, duplicates, rejected
+-- events, and summaries that match the raw events.
+\set VERBOSITY terse
+\set inst '''550e8400-e29b-41d4-a716-446655440000_a3b4c5d6e7f8'''
+\set secret '''core-secret-0123456789abcdef'''
+\set now '''2025-11-03 12:00:00+00'''
+
+-- A batch of three events, one of them with a wrong total.
+SELECT t.batch(:inst, jsonb_build_array(
+         t.event('evt_a1', '2025-11-03 10:30:00+00'),
+         t.event('evt_a2', '2025-11-03 10:31:00+00', 150, 25, usr => 2),
+         t.event('evt_a3', '2025-11-03 10:32:00+00', 200, 50, 'gpt-4o', 'inline', cached => 100)
+       )) AS body \gset
+SELECT jsonb_pretty(t.post(:'body', :secret, :now));
+
+SELECT event_id, source, model, prompt_tokens, completion_tokens, cached_prompt_tokens,
+       total_tokens, request_id, created_at, received_at
+  FROM usage_tracking.usage_events ORDER BY event_id;
+SELECT account_id, usage_date, source, model, total_requests, prompt_tokens, completion_tokens,
+       cached_prompt_tokens, total_tokens, estimated_cost_usd, unpriced_requests
+  FROM usage_tracking.daily_usage ORDER BY model, source, total_tokens;
+
+-- The same batch resent: every event is a duplicate, nothing is added.
+SELECT * FROM t.counts;
+SELECT t.post(:'body', :secret, :now::timestamptz + interval '5 minutes') - 'quota' AS resend;
+SELECT * FROM t.counts;
+
+-- A wrong total_tokens rejects that event alone; the rest is stored.
+SELECT t.batch(:inst, jsonb_build_array(
+         t.event('evt_b1', '2025-11-03 11:00:00+00'),
+         t.event('evt_b2', '2025-11-03 11:01:00+00', 150, 25) || '{"total_tokens": 180}',
+         t.event('evt_b3', '2025-11-03 11:02:00+00', usr => 3),
+         t.event('evt_b1', '2025-11-03 11:00:00+00')
+       )) AS body2 \gset
+SELECT jsonb_pretty(t.post(:'body2', :secret, :now) - 'quota');
+SELECT event_id FROM usage_tracking.usage_events WHERE event_id LIKE 'evt_b%' ORDER BY 1;
+
+-- A partial resend: one old event and one new.
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('evt_b3', '2025-11-03 11:02:00+00', usr => 3),
+         t.event('evt_b4', '2025-11-03 11:03:00+00', usr => 3))), :secret, :now)
+       - 'quota' AS partial_resend;
+
+-- Unknown fields are ignored; context is kept as an object; PHP-style \/ escapes decode.
+SELECT t.post('{"install_id": "550e8400-e29b-41d4-a716-446655440000_a3b4c5d6e7f8", "plugin_version": "2.1.0",'
+              ' "events": [{"event_id": "evt_c1", "wp_user_id_hash": "' || t.user_hash(1) || '",'
+              ' "source": "queue", "model": "openai\/gpt-4o-mini", "prompt_tokens": 10,'
+              ' "completion_tokens": 5, "context": {"attachment_id": 123, "width": 1024, "nested": {"a": [1, 2]}},'
+              ' "created_at": "2025-11-03T13:30:00+02:00", "future_field": [1, {"x": null}]}]}',
+              :secret, :now) - 'quota' AS extras;
+SELECT model, context, created_at, request_id IS NULL AS no_request_id
+  FROM usage_tracking.usage_events WHERE event_id = 'evt_c1';
+
+-- Events on several days and models, then the summaries equal the oracle.
+SELECT t.post(t.batch(:inst, jsonb_agg(t.event('evt_d' || i, timestamptz '2025-11-01 00:00:00+00' + i * interval '23 minutes',
+                                                 i * 7 % 500, i * 3 % 90,
+                                                 (ARRAY['gpt-4o-mini', 'gpt-4o', 'mystery-model'])[1 + i % 3],
+                                                 (ARRAY['manual', 'bulk', 'queue', 'inline'])[1 + i % 4],
+                                                 1 + i % 2, (i * 7 % 500) / 3))),
+              :secret, :now)->'received' AS received
+  FROM generate_series(1, 120) i;
+SELECT count(*) AS drifting_rows FROM t.drift;
+SELECT model, sum(total_requests) AS requests, sum(unpriced_requests) AS unpriced,
+       sum(estimated_cost_usd) AS cost
+  FROM usage_tracking.daily GROUP BY model ORDER BY model;
+SELECT install_id, first_seen_at, last_seen_at FROM usage_tracking.installations
+ WHERE install_id = :inst;

@@ -13,6 +13,7 @@
 #include "utils/numeric.h"
 
 #include "batch.h"
+#include "signature.h"
 
 /*
  * SQLSTATEs raised for whole-request errors.  The HTTP front maps each one to
@@ -37,10 +38,6 @@ extern int	ut_event_retention;		/* seconds */
 extern int	ut_daily_retention;		/* seconds */
 
 /* hmac.c */
-#define UT_MAC_LEN 32
-extern bool ut_parse_signature_header(const char *hdr, size_t len,
-									  uint8 *mac, int64 *ts,
-									  const char **ts_str, size_t *ts_len);
 extern void ut_hmac_sha256(const uint8 *key, size_t keylen,
 						   const uint8 *part1, size_t len1,
 						   const uint8 *part2, size_t len2,

@@ -195,45 +195,6 @@ CREATE TRIGGER events_summarize
     REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.events_summarize();
 
--- Quota verdict carried by the ingest response. Governance refines it.
-CREATE FUNCTION @extschema@.ingest_quota(install_id text, account_id text,
-                                         new_requests bigint, new_tokens bigint,
-                                         now timestamptz)
-RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    lim   bigint;
-    warn  integer;
-    crit  integer;
-    blk   integer;
-    used  bigint;
-    month_start date := date_trunc('month', now AT TIME ZONE 'UTC')::date;
-BEGIN
-    SELECT p.monthly_requests, p.warning_pct, p.critical_pct, p.block_pct
-      INTO lim, warn, crit, blk
-      FROM @extschema@.accounts a JOIN @extschema@.plans p USING (plan)
-     WHERE a.account_id = ingest_quota.account_id;
-    SELECT coalesce(sum(d.total_requests), 0) INTO used
-      FROM @extschema@.daily d
-      JOIN @extschema@.installations i USING (install_id)
-     WHERE i.account_id = ingest_quota.account_id
-       AND d.usage_date >= month_start
-       AND d.usage_date < (month_start + interval '1 month')::date;
-    RETURN jsonb_build_object(
-        'level', CASE WHEN lim IS NULL THEN 'ok'
-                      WHEN used * 100 >= lim * blk THEN 'blocked'
-                      WHEN used * 100 >= lim * crit THEN 'critical'
-                      WHEN used * 100 >= lim * warn THEN 'warning'
-                      ELSE 'ok' END,
-        'used', used,
-        'limit', lim);
-END
-$$;
-COMMENT ON FUNCTION @extschema@.ingest_quota(text, text, bigint, bigint, timestamptz) IS
-    'The quota verdict {level, used, limit} returned with each ingest, for the account''s calendar month (UTC).';
-
 -- Ingest ---------------------------------------------------------------------
 
 CREATE FUNCTION @extschema@.ingest(body text, signature text,
@@ -245,64 +206,6 @@ LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.ingest(text, text, timestamptz, text) IS
     'Verify and store a site''s signed batch exactly once: body is the raw request body, signature the X-Install-Signature value, caller_account the account of the caller''s JWT (NULL: not checked). Returns {success, received, duplicates, event_ids, rejected, quota}; whole-request errors raise the SQLSTATEs of usage_tracking.error_codes.';
-
--- Partitions -----------------------------------------------------------------
-
-CREATE FUNCTION @extschema@.ensure_partitions(from_ts timestamptz, to_ts timestamptz)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    d       date;
-    m       date;
-    created integer := 0;
-    part    text;
-BEGIN
-    -- One events partition per UTC day.
-    FOR d IN SELECT generate_series((from_ts AT TIME ZONE 'UTC')::date,
-                                    (to_ts AT TIME ZONE 'UTC')::date, interval '1 day')::date LOOP
-        part := 'events_p' || to_char(d, 'YYYYMMDD');
-        CONTINUE WHEN to_regclass(format('@extschema@.%I', part)) IS NOT NULL;
-        PERFORM @extschema@._attach_partition('events', part,
-            format('%L', (d::timestamp AT TIME ZONE 'UTC')),
-            format('%L', ((d + 1)::timestamp AT TIME ZONE 'UTC')), 'created_at');
-        created := created + 1;
-    END LOOP;
-    -- One daily partition per month.
-    FOR m IN SELECT generate_series(date_trunc('month', from_ts AT TIME ZONE 'UTC'),
-                                    date_trunc('month', to_ts AT TIME ZONE 'UTC'), interval '1 month')::date LOOP
-        part := 'daily_p' || to_char(m, 'YYYYMM');
-        CONTINUE WHEN to_regclass(format('@extschema@.%I', part)) IS NOT NULL;
-        PERFORM @extschema@._attach_partition('daily', part,
-            format('%L', m), format('%L', (m + interval '1 month')::date), 'usage_date');
-        created := created + 1;
-    END LOOP;
-    RETURN created;
-END
-$$;
-COMMENT ON FUNCTION @extschema@.ensure_partitions(timestamptz, timestamptz) IS
-    'Create the events partitions (one per UTC day) and daily partitions (one per month) covering from_ts to to_ts; returns how many it created.';
-
--- Create parent_part for [lo, hi), moving any rows the default partition
--- holds for that range into it.
-CREATE FUNCTION @extschema@._attach_partition(parent text, part text, lo text, hi text, keycol text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    EXECUTE format('CREATE TABLE @extschema@.%I (LIKE @extschema@.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
-                   part, parent);
-    EXECUTE format('WITH moved AS (DELETE FROM @extschema@.%I WHERE %I >= %s AND %I < %s RETURNING *) '
-                   'INSERT INTO @extschema@.%I SELECT * FROM moved',
-                   parent || '_default', keycol, lo, keycol, hi, part);
-    EXECUTE format('ALTER TABLE @extschema@.%I ATTACH PARTITION @extschema@.%I FOR VALUES FROM (%s) TO (%s)',
-                   parent, part, lo, hi);
-END
-$$;
-COMMENT ON FUNCTION @extschema@._attach_partition(text, text, text, text, text) IS
-    'Internal: create and attach one partition, moving its rows out of the default partition.';
 
 -- Views ----------------------------------------------------------------------
 

@@ -44,3 +44,7 @@ demo:
 	bash tools/demo.sh
 bench:
 	bash bench/run.sh
+fuzz:
+	bash fuzz/run.sh
+soak:
+	bash tools/soak.sh

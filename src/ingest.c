@@ -424,6 +424,12 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 				(errcode(UT_ERRCODE_ACCOUNT_MISMATCH),
 				 errmsg("installation does not belong to the caller's account")));
 
+	/*
+	 * SPI calls leave SPI's procedure context current, and SPI_finish() frees
+	 * it; what the response is built from must live in work.
+	 */
+	MemoryContextSwitchTo(work);
+
 	/* Per-event rules. */
 	valid = palloc(sizeof(BatchEvent *) * batch.nevents);
 	for (int i = 0; i < batch.nevents; i++)

@@ -1,0 +1,283 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway/db.c
+ *		A fixed pool of libpq connections.  A connection that breaks (the
+ *		server restarted, the network dropped) is closed and reopened by
+ *		its next user, at most once per GW_RECONNECT_BACKOFF; meanwhile
+ *		requests get 503.  Each request's statements go in one pipeline.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "gateway.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct gw_conn
+{
+	PGconn	   *conn;
+	double		last_attempt;	/* of a failed (re)connect */
+	int			index;
+	int			busy;
+};
+
+static gw_conn *pool;
+static int	pool_size;
+static char *pool_conninfo;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cond;
+
+static void
+notice_quiet(void *arg, const PGresult *res)
+{
+	(void) arg;
+	(void) res;
+}
+
+static int
+db_connect(gw_conn *c)
+{
+	/* Later keywords override earlier ones; the URL can override ours. */
+	const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+	const char *const vals[] = {"3", "usage-gateway", pool_conninfo, NULL};
+
+	if (c->conn)
+	{
+		PQfinish(c->conn);
+		c->conn = NULL;
+	}
+	c->conn = PQconnectdbParams(keys, vals, 1);
+	if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
+	{
+		char		msg[256];
+
+		snprintf(msg, sizeof(msg), "%s", c->conn ? PQerrorMessage(c->conn) : "out of memory");
+		msg[strcspn(msg, "\n")] = '\0';
+		fprintf(stderr, "usage-gateway: connection %d: %s\n", c->index, msg);
+		if (c->conn)
+			PQfinish(c->conn);
+		c->conn = NULL;
+		c->last_attempt = gw_now();
+		return -1;
+	}
+	PQsetNoticeReceiver(c->conn, notice_quiet, NULL);
+	return 0;
+}
+
+int
+db_pool_init(const char *conninfo, int size)
+{
+	pthread_condattr_t attr;
+	int			i,
+				ok = 0;
+
+	pool_conninfo = strdup(conninfo);
+	pool = calloc(size, sizeof(gw_conn));
+	if (pool == NULL || pool_conninfo == NULL)
+		return -1;
+	pool_size = size;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&pool_cond, &attr);
+	pthread_condattr_destroy(&attr);
+	for (i = 0; i < size; i++)
+	{
+		pool[i].index = i;
+		if (db_connect(&pool[i]) == 0)
+			ok++;
+	}
+	return ok;
+}
+
+void
+db_pool_close(void)
+{
+	int			i;
+
+	for (i = 0; i < pool_size; i++)
+		if (pool[i].conn)
+		{
+			PQfinish(pool[i].conn);
+			pool[i].conn = NULL;
+		}
+}
+
+gw_conn *
+db_acquire(int timeout_ms)
+{
+	struct timespec deadline;
+	gw_conn    *found = NULL;
+	int			i;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L)
+	{
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&pool_lock);
+	for (;;)
+	{
+		/* Prefer a live connection over one that must reconnect. */
+		for (i = 0; i < pool_size; i++)
+			if (!pool[i].busy && pool[i].conn)
+			{
+				found = &pool[i];
+				break;
+			}
+		if (!found)
+			for (i = 0; i < pool_size; i++)
+				if (!pool[i].busy)
+				{
+					found = &pool[i];
+					break;
+				}
+		if (found)
+		{
+			found->busy = 1;
+			break;
+		}
+		if (pthread_cond_timedwait(&pool_cond, &pool_lock, &deadline) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	return found;
+}
+
+void
+db_release(gw_conn *c)
+{
+	pthread_mutex_lock(&pool_lock);
+	c->busy = 0;
+	pthread_cond_signal(&pool_cond);
+	pthread_mutex_unlock(&pool_lock);
+}
+
+int
+db_ensure(gw_conn *c)
+{
+	if (c->conn && PQstatus(c->conn) == CONNECTION_OK)
+		return 0;
+	if (c->conn == NULL && gw_now() - c->last_attempt < GW_RECONNECT_BACKOFF)
+		return -1;
+	return db_connect(c);
+}
+
+PGconn *
+db_pgconn(gw_conn *c)
+{
+	return c->conn;
+}
+
+void
+db_mark_broken(gw_conn *c)
+{
+	if (c->conn)
+	{
+		PQfinish(c->conn);
+		c->conn = NULL;
+	}
+	c->last_attempt = 0;		/* the next user may reconnect at once */
+}
+
+void
+db_clear(db_stmt *stmts, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (stmts[i].result)
+			PQclear(stmts[i].result);
+		stmts[i].result = NULL;
+	}
+}
+
+int
+db_pipeline(gw_conn *c, db_stmt *stmts, int n, int *failed)
+{
+	PGconn	   *conn = c->conn;
+	PGresult   *res;
+	int			i,
+				rc = 0;
+
+	*failed = -1;
+	for (i = 0; i < n; i++)
+		stmts[i].result = NULL;
+	if (conn == NULL || PQenterPipelineMode(conn) != 1)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (PQsendQueryParams(conn, stmts[i].sql, stmts[i].nparams, stmts[i].types,
+							  stmts[i].values, stmts[i].lengths, stmts[i].formats, 0) != 1)
+			return -1;
+	if (PQpipelineSync(conn) != 1)
+		return -1;
+
+	for (i = 0; i < n; i++)
+	{
+		PGresult   *extra;
+
+		res = PQgetResult(conn);
+		if (res == NULL)
+			return i == 0 ? -1 : -2;
+		stmts[i].result = res;
+		/* Each statement's results end with NULL. */
+		while ((extra = PQgetResult(conn)) != NULL)
+			PQclear(extra);
+		switch (PQresultStatus(res))
+		{
+			case PGRES_COMMAND_OK:
+			case PGRES_TUPLES_OK:
+				break;
+			case PGRES_PIPELINE_ABORTED:
+				break;
+			default:
+				if (PQstatus(conn) == CONNECTION_BAD)
+					return i == 0 ? -1 : -2;
+				if (rc == 0)
+				{
+					rc = 1;
+					*failed = i;
+				}
+				break;
+		}
+	}
+	res = PQgetResult(conn);
+	if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+	{
+		if (res)
+			PQclear(res);
+		return -2;
+	}
+	PQclear(res);
+	if (PQexitPipelineMode(conn) != 1)
+		return -2;
+	return rc;
+}
+
+void
+db_rollback_if_needed(gw_conn *c)
+{
+	PGresult   *res;
+
+	if (c->conn == NULL)
+		return;
+	if (PQpipelineStatus(c->conn) != PQ_PIPELINE_OFF || PQstatus(c->conn) != CONNECTION_OK)
+	{
+		db_mark_broken(c);
+		return;
+	}
+	if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		return;
+	res = PQexec(c->conn, "ROLLBACK");
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		db_mark_broken(c);
+	if (res)
+		PQclear(res);
+}

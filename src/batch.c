@@ -113,11 +113,14 @@ parse_token_count(const char *tok, int64 max, int64 *result)
 		return false;
 	for (const char *p = tok; *p; p++)
 	{
-		if (*p < '0' || *p > '9')
+		int			digit = *p - '0';
+
+		if (digit < 0 || digit > 9)
 			return false;
-		v = v * 10 + (*p - '0');
-		if (v > max)
+		/* refuse before v * 10 + digit could pass max (or wrap) */
+		if (v > (max - digit) / 10)
 			return false;
+		v = v * 10 + digit;
 	}
 	*result = v;
 	return true;

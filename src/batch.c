@@ -485,6 +485,12 @@ ut_valid_event_id(const char *s)
 	return s != NULL && all_in_set(s, 1, 50, "_.:-");
 }
 
+bool
+ut_valid_model(const char *s)
+{
+	return s != NULL && all_in_set(s, 1, 100, "._:/@-");
+}
+
 /* {uuid-v4}_{12 lowercase hex} */
 bool
 ut_valid_install_id(const char *s)
@@ -518,8 +524,8 @@ ut_valid_install_id(const char *s)
 	return s[i] == '\0';
 }
 
-static bool
-valid_user_hash(const char *s)
+bool
+ut_valid_user_hash(const char *s)
 {
 	int			n = 0;
 
@@ -529,11 +535,23 @@ valid_user_hash(const char *s)
 	return n == 64;
 }
 
-static bool
-valid_source(const char *s)
+bool
+ut_valid_source(const char *s)
 {
 	return strcmp(s, "manual") == 0 || strcmp(s, "bulk") == 0 ||
 		strcmp(s, "queue") == 0 || strcmp(s, "inline") == 0;
+}
+
+/* Characters (not bytes) of a valid UTF-8 string. */
+static size_t
+utf8_chars(const char *s)
+{
+	size_t		n = 0;
+
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+		if ((*p & 0xC0) != 0x80)
+			n++;
+	return n;
 }
 
 void
@@ -548,15 +566,15 @@ ut_event_validate(BatchEvent *ev, TimestampTz now, int64 retention_usecs)
 		ev->error = "event_id must be 1 to 50 characters of [A-Za-z0-9_.:-]";
 	else if (ev->wp_user_id_hash == NULL)
 		ev->error = "wp_user_id_hash is required";
-	else if (!valid_user_hash(ev->wp_user_id_hash))
+	else if (!ut_valid_user_hash(ev->wp_user_id_hash))
 		ev->error = "wp_user_id_hash must be 64 lowercase hex characters";
 	else if (ev->source == NULL)
 		ev->error = "source is required";
-	else if (!valid_source(ev->source))
+	else if (!ut_valid_source(ev->source))
 		ev->error = "source must be one of manual, bulk, queue, inline";
 	else if (ev->model == NULL)
 		ev->error = "model is required";
-	else if (!all_in_set(ev->model, 1, 100, "._:/@-"))
+	else if (!ut_valid_model(ev->model))
 		ev->error = "model must be 1 to 100 characters of [A-Za-z0-9._:/@-]";
 	else if (!ev->has_prompt)
 		ev->error = "prompt_tokens is required";
@@ -570,7 +588,7 @@ ut_event_validate(BatchEvent *ev, TimestampTz now, int64 retention_usecs)
 							 ev->completion_tokens);
 	else if (ev->has_cached && ev->cached_prompt_tokens > ev->prompt_tokens)
 		ev->error = "cached_prompt_tokens must be an integer from 0 to prompt_tokens";
-	else if (ev->request_id != NULL && strlen(ev->request_id) > 50)
+	else if (ev->request_id != NULL && utf8_chars(ev->request_id) > 50)
 		ev->error = "request_id must be a string of at most 50 characters";
 	else if (ev->context != NULL && ev->context_len > UT_CONTEXT_MAX_BYTES)
 		ev->error = "context must be a JSON object of at most 4096 bytes";

@@ -69,6 +69,9 @@ extern void ut_event_validate(BatchEvent *ev, TimestampTz now,
 /* Shape checks shared with SQL-facing code. */
 extern bool ut_valid_install_id(const char *s);
 extern bool ut_valid_event_id(const char *s);
+extern bool ut_valid_user_hash(const char *s);
+extern bool ut_valid_source(const char *s);
+extern bool ut_valid_model(const char *s);
 
 /* RFC 3339 timestamp to PostgreSQL microseconds; false when malformed. */
 extern bool ut_parse_rfc3339(const char *s, TimestampTz *result);

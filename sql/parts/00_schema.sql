@@ -1,6 +1,15 @@
 -- sql/parts/00_schema.sql — tables of the usage_tracking extension.
 \echo Use "CREATE EXTENSION usage_tracking" to load this file. \quit
 
+-- Shape checks of the wire contract, in C (src/checks.c): e event_id,
+-- u wp_user_id_hash, s source, m model, i install_id.
+CREATE FUNCTION @extschema@.valid_shape(kind "char", value text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'usage_tracking_valid_shape'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.valid_shape("char", text) IS
+    'Does value have the shape the wire contract requires of kind e (event_id), u (wp_user_id_hash), s (source), m (model) or i (install_id)?';
+
 -- Plans: quotas, thresholds, rate limits and abuse thresholds.
 CREATE TABLE @extschema@.plans (
     plan                text PRIMARY KEY
@@ -33,8 +42,7 @@ COMMENT ON TABLE @extschema@.accounts IS 'Accounts (tenants), each on one plan.'
 
 -- Installations: one WordPress site running the plugin.
 CREATE TABLE @extschema@.installations (
-    install_id      text PRIMARY KEY
-                    CHECK (install_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}_[0-9a-f]{12}$'),
+    install_id      text PRIMARY KEY CHECK (@extschema@.valid_shape('i', install_id)),
     account_id      text NOT NULL REFERENCES @extschema@.accounts ON DELETE CASCADE,
     status          text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
     first_seen_at   timestamptz,
@@ -85,16 +93,16 @@ INSERT INTO @extschema@.model_prices
 -- record the site stores and resends unchanged.
 CREATE TABLE @extschema@.events (
     install_id            text NOT NULL,
-    event_id              text NOT NULL CHECK (event_id ~ '^[A-Za-z0-9_.:-]{1,50}$'),
-    wp_user_id_hash       text NOT NULL CHECK (wp_user_id_hash ~ '^[0-9a-f]{64}$'),
-    source                text NOT NULL CHECK (source IN ('manual', 'bulk', 'queue', 'inline')),
-    model                 text NOT NULL CHECK (model ~ '^[A-Za-z0-9._:/@-]{1,100}$'),
+    event_id              text NOT NULL CHECK (@extschema@.valid_shape('e', event_id)),
+    wp_user_id_hash       text NOT NULL CHECK (@extschema@.valid_shape('u', wp_user_id_hash)),
+    source                text NOT NULL CHECK (@extschema@.valid_shape('s', source)),
+    model                 text NOT NULL CHECK (@extschema@.valid_shape('m', model)),
     prompt_tokens         integer NOT NULL CHECK (prompt_tokens >= 0),
     completion_tokens     integer NOT NULL CHECK (completion_tokens >= 0),
     cached_prompt_tokens  integer NOT NULL DEFAULT 0
                           CHECK (cached_prompt_tokens >= 0 AND cached_prompt_tokens <= prompt_tokens),
     request_id            text CHECK (length(request_id) <= 50),
-    context               jsonb CHECK (context IS NULL OR jsonb_typeof(context) = 'object'),
+    context               jsonb CHECK (jsonb_typeof(context) = 'object'),
     created_at            timestamptz NOT NULL,
     received_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (install_id, event_id, created_at)

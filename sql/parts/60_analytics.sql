@@ -195,6 +195,9 @@ RETURNS TABLE (kind text, id text, account_id text, metric text, value numeric,
                history_days integer, reason text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Planned for the arguments of each call: one installation's history is read
+-- through the primary key, and the account and model branches drop out.
+SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -240,28 +243,40 @@ BEGIN
           FROM series s
          GROUP BY s.s_kind, s.s_id, s.s_account
         HAVING max(s.s_date) >= _anomalies.day - 28),
-    points AS (
-        SELECT sub.s_kind, sub.s_id, sub.s_account, g.g_date, m.m_metric, m.m_value
+    -- The days of each history that had usage, and the day itself.
+    present AS (
+        SELECT sub.s_kind, sub.s_id, sub.s_account, sub.s_since,
+               s.s_date = _anomalies.day AS p_today, s.s_requests, s.s_tokens, s.s_cost
           FROM subjects sub
-         CROSS JOIN LATERAL (SELECT gs::date AS g_date
-                               FROM pg_catalog.generate_series(sub.s_since::timestamp,
-                                                               _anomalies.day::timestamp,
-                                                               interval '1 day') gs) g
-          LEFT JOIN series s
-                 ON s.s_kind = sub.s_kind AND s.s_id = sub.s_id AND s.s_date = g.g_date
-         CROSS JOIN LATERAL (VALUES ('requests', coalesce(s.s_requests, 0)),
-                                    ('tokens', coalesce(s.s_tokens, 0)),
-                                    ('cost_usd', coalesce(s.s_cost, 0))) m(m_metric, m_value)),
+          JOIN series s ON s.s_kind = sub.s_kind AND s.s_id = sub.s_id
+         WHERE s.s_date >= sub.s_since),
+    -- How many days of each history had no usage: they count as zeros.
+    quiet AS (
+        SELECT p.s_kind, p.s_id, p.s_account,
+               (_anomalies.day - min(p.s_since)) - count(*) FILTER (WHERE NOT p.p_today) AS q_days
+          FROM present p
+         GROUP BY p.s_kind, p.s_id, p.s_account),
+    points AS (
+        SELECT p.s_kind, p.s_id, p.s_account, p.p_today, m.m_metric, m.m_value
+          FROM present p
+         CROSS JOIN LATERAL (VALUES ('requests', p.s_requests),
+                                    ('tokens', p.s_tokens),
+                                    ('cost_usd', p.s_cost)) m(m_metric, m_value)
+        UNION ALL
+        SELECT q.s_kind, q.s_id, q.s_account, false, m.m_metric, 0::numeric
+          FROM quiet q
+         CROSS JOIN LATERAL pg_catalog.generate_series(1, q.q_days) z
+         CROSS JOIN (VALUES ('requests'), ('tokens'), ('cost_usd')) m(m_metric)),
     centre AS (
         SELECT p.s_kind, p.s_id, p.s_account, p.m_metric,
-               count(*) FILTER (WHERE p.g_date < _anomalies.day) AS c_n,
-               max(p.m_value) FILTER (WHERE p.g_date = _anomalies.day) AS c_x,
-               min(p.m_value) FILTER (WHERE p.g_date < _anomalies.day) AS c_min,
-               max(p.m_value) FILTER (WHERE p.g_date < _anomalies.day) AS c_max,
+               count(*) FILTER (WHERE NOT p.p_today) AS c_n,
+               coalesce(max(p.m_value) FILTER (WHERE p.p_today), 0) AS c_x,
+               min(p.m_value) FILTER (WHERE NOT p.p_today) AS c_min,
+               max(p.m_value) FILTER (WHERE NOT p.p_today) AS c_max,
                (percentile_disc(0.5) WITHIN GROUP (ORDER BY p.m_value)
-                    FILTER (WHERE p.g_date < _anomalies.day)
+                    FILTER (WHERE NOT p.p_today)
                 + percentile_disc(0.5) WITHIN GROUP (ORDER BY p.m_value DESC)
-                    FILTER (WHERE p.g_date < _anomalies.day)) / 2 AS c_med
+                    FILTER (WHERE NOT p.p_today)) / 2 AS c_med
           FROM points p
          GROUP BY p.s_kind, p.s_id, p.s_account, p.m_metric),
     spread AS (
@@ -271,7 +286,7 @@ BEGIN
                avg(abs(p.m_value - c.c_med)) AS c_meanad
           FROM centre c
           JOIN points p ON p.s_kind = c.s_kind AND p.s_id = c.s_id AND p.m_metric = c.m_metric
-         WHERE p.g_date < _anomalies.day
+         WHERE NOT p.p_today
            AND c.c_n >= 7
            AND c.c_max > 0
          GROUP BY c.s_kind, c.s_id, c.s_account, c.m_metric, c.c_n, c.c_x, c.c_min, c.c_max, c.c_med),

@@ -21,6 +21,7 @@ UT_PACKAGES=(
   curl
   openssl
   php-cli
+  chromium
 )
 
 ut_log() { printf '==> %s\n' "$*" >&2; }

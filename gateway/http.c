@@ -39,11 +39,18 @@ typedef struct route
 	const char *path;
 	const char *function;		/* in schema usage_api */
 	route_kind	kind;
+	const char *alias_from;		/* a query argument renamed for the function */
+	const char *alias_to;
 } route;
 
 /* The named routes of SPEC 2.1 and 2.3; each calls one usage_api function. */
 static const route routes[] = {
-	{"POST", "/api/usage/event", "ingest", ROUTE_RAW_BODY},
+	{"POST", "/api/usage/event", "ingest", ROUTE_RAW_BODY, NULL, NULL},
+	{"GET", "/api/usage/summary", "summary", ROUTE_ARGS, NULL, NULL},
+	/* limit is PostgREST's own query parameter, so the function says lim. */
+	{"GET", "/api/usage/events", "events", ROUTE_ARGS, "limit", "lim"},
+	{"GET", "/api/usage/installations", "installations", ROUTE_ARGS, NULL, NULL},
+	{"POST", "/api/usage/export", "export", ROUTE_CSV, NULL, NULL},
 };
 
 typedef struct request
@@ -219,6 +226,8 @@ typedef struct call_args
 	char	   *names[MAX_ARGS];
 	char	   *values[MAX_ARGS];	/* NULL is SQL NULL */
 	int			bad;			/* 1 invalid name, 2 too many, 3 duplicate */
+	const char *alias_from;
+	const char *alias_to;
 } call_args;
 
 static void
@@ -239,6 +248,8 @@ args_add(call_args *a, const char *name, char *value)
 {
 	int			i;
 
+	if (a->alias_from && strcmp(name, a->alias_from) == 0)
+		name = a->alias_to;
 	if (!valid_identifier(name))
 	{
 		a->bad = 1;
@@ -577,6 +588,254 @@ fail:
 	}
 	sb_free(&headers);
 	sb_free(&sql);
+	/* A named route with an argument the function does not take. */
+	if (!c->lookup && err.status == 404 && c->args.n > 0)
+		gw_error_set(&err, 400, "invalid_input", "unknown argument, or a required one is missing");
+	return send_gw_error(conn, rq, &err);
+}
+
+/* CSV export, streamed ------------------------------------------------------ */
+
+typedef struct csv_stream
+{
+	gw_conn    *gc;
+	strbuf		buf;
+	size_t		off;
+	int			state;			/* 0 rows pending, 1 finished and committed, 2 failed */
+} csv_stream;
+
+static void
+csv_take(csv_stream *cs, PGresult *res)
+{
+	switch (PQresultStatus(res))
+	{
+		case PGRES_SINGLE_TUPLE:
+			if (!PQgetisnull(res, 0, 0))
+			{
+				sb_append(&cs->buf, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0));
+				sb_append(&cs->buf, "\n", 1);
+			}
+			if (cs->buf.failed)
+				cs->state = 2;
+			break;
+		case PGRES_TUPLES_OK:
+			break;				/* the end of the rows; NULL follows */
+		default:
+			fprintf(stderr, "usage-gateway: export failed: %s", PQresultErrorMessage(res));
+			cs->state = 2;
+			break;
+	}
+}
+
+static ssize_t
+csv_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	csv_stream *cs = cls;
+	PGconn	   *pg = db_pgconn(cs->gc);
+	size_t		avail = cs->buf.len - cs->off;
+
+	(void) pos;
+	if (avail < max && cs->state == 0)
+	{
+		if (cs->off > 0)
+		{
+			memmove(cs->buf.data, cs->buf.data + cs->off, avail);
+			cs->buf.len = avail;
+			cs->off = 0;
+		}
+		while (cs->buf.len < max && cs->state == 0)
+		{
+			PGresult   *res = pg ? PQgetResult(pg) : NULL;
+
+			if (res == NULL)
+			{
+				res = pg ? PQexec(pg, "COMMIT") : NULL;
+				cs->state = (res && PQresultStatus(res) == PGRES_COMMAND_OK) ? 1 : 2;
+				if (res)
+					PQclear(res);
+				break;
+			}
+			csv_take(cs, res);
+			PQclear(res);
+		}
+		avail = cs->buf.len - cs->off;
+	}
+	if (avail > 0)
+	{
+		size_t		n = avail < max ? avail : max;
+
+		memcpy(out, cs->buf.data + cs->off, n);
+		cs->off += n;
+		return (ssize_t) n;
+	}
+	return cs->state == 1 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void
+csv_free(void *cls)
+{
+	csv_stream *cs = cls;
+	PGconn	   *pg = db_pgconn(cs->gc);
+
+	if (cs->state != 1 && pg)
+	{
+		/* The client went away or the query failed: stop it, roll back. */
+		PGcancel   *cancel = PQgetCancel(pg);
+		PGresult   *res;
+		char		errbuf[256];
+
+		if (cancel)
+		{
+			PQcancel(cancel, errbuf, sizeof(errbuf));
+			PQfreeCancel(cancel);
+		}
+		while ((res = PQgetResult(pg)) != NULL)
+			PQclear(res);
+	}
+	db_rollback_if_needed(cs->gc);
+	db_release(cs->gc);
+	sb_free(&cs->buf);
+	free(cs);
+}
+
+static enum MHD_Result
+run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *claims)
+{
+	strbuf		headers,
+				sql;
+	gw_conn    *gc = NULL;
+	gw_error	err = {0};
+	const char *ctx_values[5];
+	db_stmt		stmts[2];
+	int			attempt,
+				rc,
+				failed,
+				i;
+	PGconn	   *pg;
+	PGresult   *res;
+	csv_stream *cs;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	sb_init(&headers);
+	sb_init(&sql);
+	sb_puts(&headers, "{");
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, &headers);
+	sb_puts(&headers, "}");
+	ctx_values[0] = claims->role;
+	ctx_values[1] = headers.data;
+	ctx_values[2] = claims->payload;
+	ctx_values[3] = rq->method;
+	ctx_values[4] = rq->path;
+
+	for (attempt = 0;; attempt++)
+	{
+		gc = db_acquire(GW_ACQUIRE_TIMEOUT_MS);
+		if (gc == NULL || db_ensure(gc) != 0)
+		{
+			gw_error_set(&err, 503, "database_unavailable", "the database is unavailable, retry later");
+			err.headers_json = strdup("{\"Retry-After\":\"1\"}");
+			goto fail;
+		}
+		memset(stmts, 0, sizeof(stmts));
+		stmts[0].sql = "BEGIN READ ONLY";
+		stmts[1].sql = CONTEXT_SQL;
+		stmts[1].nparams = 5;
+		stmts[1].values = ctx_values;
+		rc = db_pipeline(gc, stmts, 2, &failed);
+		if (rc == -1 && attempt == 0)
+		{
+			db_clear(stmts, 2);
+			db_mark_broken(gc);
+			db_release(gc);
+			gc = NULL;
+			continue;
+		}
+		if (rc < 0)
+		{
+			db_clear(stmts, 2);
+			db_mark_broken(gc);
+			gw_error_set(&err, 503, "database_unavailable", "the database connection was lost, retry later");
+			err.headers_json = strdup("{\"Retry-After\":\"1\"}");
+			goto fail;
+		}
+		if (rc == 1)
+		{
+			gw_error_from_result(stmts[failed].result, db_pgconn(gc), &err, 0);
+			db_clear(stmts, 2);
+			goto fail;
+		}
+		db_clear(stmts, 2);
+		break;
+	}
+
+	sb_printf(&sql, "SELECT _r FROM usage_api.\"%s\"(", c->function);
+	for (i = 0; i < c->args.n; i++)
+		sb_printf(&sql, "%s\"%s\" => $%d", i ? ", " : "", c->args.names[i], i + 1);
+	sb_puts(&sql, ") AS _r");
+	pg = db_pgconn(gc);
+	if (PQsendQueryParams(pg, sql.data, c->args.n, NULL, (const char *const *) c->args.values,
+						  NULL, NULL, 0) != 1 || PQsetSingleRowMode(pg) != 1)
+	{
+		db_mark_broken(gc);
+		gw_error_set(&err, 503, "database_unavailable", "the database connection was lost, retry later");
+		goto fail;
+	}
+	/* Wait for the first row (or the error) before answering. */
+	res = PQgetResult(pg);
+	if (res == NULL || (PQresultStatus(res) != PGRES_SINGLE_TUPLE &&
+						PQresultStatus(res) != PGRES_TUPLES_OK))
+	{
+		PGresult   *extra;
+
+		gw_error_from_result(res, pg, &err, 0);
+		if (res)
+			PQclear(res);
+		while ((extra = PQgetResult(pg)) != NULL)
+			PQclear(extra);
+		goto fail;
+	}
+	cs = calloc(1, sizeof(csv_stream));
+	if (cs == NULL)
+	{
+		PQclear(res);
+		gw_error_set(&err, 500, "internal_error", "out of memory");
+		goto fail;
+	}
+	cs->gc = gc;
+	sb_init(&cs->buf);
+	csv_take(cs, res);
+	PQclear(res);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, csv_read, cs, csv_free);
+	if (resp == NULL)
+	{
+		csv_free(cs);
+		sb_free(&headers);
+		sb_free(&sql);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "text/csv; charset=utf-8");
+	MHD_add_response_header(resp, "Content-Disposition", "attachment; filename=\"usage.csv\"");
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	if (gw_draining)
+		MHD_add_response_header(resp, "Connection", "close");
+	rq->status = 200;
+	ret = MHD_queue_response(conn, 200, resp);
+	MHD_destroy_response(resp);
+	sb_free(&headers);
+	sb_free(&sql);
+	return ret;
+
+fail:
+	if (gc)
+	{
+		db_rollback_if_needed(gc);
+		db_release(gc);
+	}
+	sb_free(&headers);
+	sb_free(&sql);
+	if (err.status == 404 && c->args.n > 0)
+		gw_error_set(&err, 400, "invalid_input", "unknown argument, or a required one is missing");
 	return send_gw_error(conn, rq, &err);
 }
 
@@ -757,6 +1016,8 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 		c.function = rt->function;
 		c.kind = rt->kind;
 		c.read_only = strcmp(method, "GET") == 0;
+		c.args.alias_from = rt->alias_from;
+		c.args.alias_to = rt->alias_to;
 		if (rt->kind == ROUTE_ARGS && strcmp(method, "GET") == 0)
 			MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query_arg, &c.args);
 		else if (rt->kind != ROUTE_RAW_BODY && rq->body.len > 0 &&
@@ -801,7 +1062,10 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 		args_free(&c.args);
 		return ret;
 	}
-	ret = run_call(conn, rq, &c, &claims);
+	if (c.kind == ROUTE_CSV)
+		ret = run_csv(conn, rq, &c, &claims);
+	else
+		ret = run_call(conn, rq, &c, &claims);
 	jwt_claims_free(&claims);
 	args_free(&c.args);
 	return ret;

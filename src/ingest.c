@@ -34,7 +34,6 @@ PG_FUNCTION_INFO_V1(usage_tracking_ingest);
 
 static SPIPlanPtr install_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
-static SPIPlanPtr seen_plan = NULL;
 static SPIPlanPtr quota_plan = NULL;
 
 typedef struct Installation
@@ -58,9 +57,10 @@ prepare_kept(const char *sql, int nargs, Oid *types)
 }
 
 /*
- * Look up an installation with its secrets.  FOR NO KEY UPDATE of the
- * installation row makes batches of one installation take their locks in
- * one order, and is the row last_seen_at is written to.
+ * Look up an installation with its secrets, marking it seen at now.  The
+ * update locks the installation row, so batches of one installation run one
+ * after the other and take their locks in one order; if the request is then
+ * refused, the error rolls the update back.
  */
 static bool
 fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
@@ -76,20 +76,21 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
 
 		install_plan = prepare_kept(
-									"SELECT i.account_id, i.status <> 'active' OR a.status <> 'active',"
+									"UPDATE usage_tracking.installations i"
+									" SET first_seen_at = coalesce(i.first_seen_at, $2),"
+									" last_seen_at = greatest(i.last_seen_at, $2)"
+									" FROM usage_tracking.accounts a, usage_tracking.installation_secrets s"
+									" WHERE i.install_id = $1 AND a.account_id = i.account_id"
+									" AND s.install_id = i.install_id"
+									" RETURNING i.account_id, i.status <> 'active' OR a.status <> 'active',"
 									" s.secret,"
-									" CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END"
-									" FROM usage_tracking.installations i"
-									" JOIN usage_tracking.accounts a USING (account_id)"
-									" JOIN usage_tracking.installation_secrets s USING (install_id)"
-									" WHERE i.install_id = $1"
-									" FOR NO KEY UPDATE OF i",
+									" CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END",
 									2, types);
 	}
 	args[0] = CStringGetTextDatum(install_id);
 	args[1] = TimestampTzGetDatum(now);
 	ret = SPI_execute_plan(install_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
+	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "installation lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
 		return false;
@@ -203,28 +204,45 @@ insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now
 									   SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-static void
-mark_seen(const char *install_id, TimestampTz now)
+/*
+ * Store the valid events and summarize the new ones: directly when the
+ * events table allows it (store.c), else through an INSERT statement whose
+ * trigger summarizes.  Returns how many were new and their tokens.
+ */
+static int64
+store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
+			 int64 *new_tokens)
 {
-	Datum		args[2];
-	int			ret;
+	bool	   *is_new = palloc(sizeof(bool) * n);
+	SummaryRow *rows;
+	int			nnew = 0;
 
-	if (seen_plan == NULL)
+	if (!ut_store_events(install_id, valid, n, now, is_new))
+		return insert_events(install_id, valid, n, now, new_tokens);
+
+	rows = palloc(sizeof(SummaryRow) * n);
+	*new_tokens = 0;
+	for (int i = 0; i < n; i++)
 	{
-		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
+		BatchEvent *ev = valid[i];
+		SummaryRow *r;
 
-		seen_plan = prepare_kept(
-								 "UPDATE usage_tracking.installations"
-								 " SET first_seen_at = coalesce(first_seen_at, $2),"
-								 " last_seen_at = greatest(last_seen_at, $2)"
-								 " WHERE install_id = $1",
-								 2, types);
+		if (!is_new[i])
+			continue;
+		r = &rows[nnew++];
+		r->install_id = (char *) install_id;
+		r->user_hash = ev->wp_user_id_hash;
+		r->source = ev->source;
+		r->model = ev->model;
+		r->day = ut_utc_day(ev->created_at);
+		r->price = ut_price_lookup(ev->model, ev->created_at);
+		r->prompt = ev->prompt_tokens;
+		r->completion = ev->completion_tokens;
+		r->cached = ev->cached_prompt_tokens;
+		*new_tokens += ev->prompt_tokens + ev->completion_tokens;
 	}
-	args[0] = CStringGetTextDatum(install_id);
-	args[1] = TimestampTzGetDatum(now);
-	ret = SPI_execute_plan(seen_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "installation update failed: %s", SPI_result_code_string(ret));
+	ut_summarize(rows, nnew);
+	return nnew;
 }
 
 /* The quota verdict, as text JSON, from usage_tracking.ingest_quota(). */
@@ -450,9 +468,8 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 		nvalid = kept;
 	}
 
-	mark_seen(batch.install_id, now);
 	if (nvalid > 0)
-		inserted = insert_events(batch.install_id, valid, nvalid, now, &new_tokens);
+		inserted = store_events(batch.install_id, valid, nvalid, now, &new_tokens);
 	quota = MemoryContextStrdup(work,
 								quota_verdict(batch.install_id, inst.account_id,
 											  inserted, new_tokens, now));

@@ -34,20 +34,6 @@
 
 PG_FUNCTION_INFO_V1(usage_tracking_events_summarize);
 
-/* One inserted event, reduced to what the summary needs. */
-typedef struct SummaryRow
-{
-	char	   *install_id;
-	char	   *user_hash;
-	char	   *source;
-	char	   *model;
-	DateADT		day;
-	const PriceRow *price;		/* NULL when unpriced */
-	int64		prompt;
-	int64		completion;
-	int64		cached;
-} SummaryRow;
-
 static SPIPlanPtr upsert_plan = NULL;
 
 static const char *upsert_sql =
@@ -95,16 +81,6 @@ row_cmp(const void *pa, const void *pb)
 	if (a->price != b->price)
 		return (uintptr_t) a->price < (uintptr_t) b->price ? -1 : 1;
 	return 0;
-}
-
-static DateADT
-utc_day(TimestampTz ts)
-{
-	TimestampTz days = ts / USECS_PER_DAY;
-
-	if (ts < 0 && ts % USECS_PER_DAY != 0)
-		days--;
-	return (DateADT) days;
 }
 
 static ArrayType *
@@ -233,6 +209,29 @@ upsert_summaries(SummaryRow *rows, int n)
 		elog(ERROR, "summary upsert failed: %s", SPI_result_code_string(ret));
 }
 
+/*
+ * Add rows (new events, priced) to the daily summaries: sort them by key and
+ * upsert each key once, in key order.  SPI must be connected.
+ */
+void
+ut_summarize(SummaryRow *rows, int n)
+{
+	if (n == 0)
+		return;
+	qsort(rows, n, sizeof(SummaryRow), row_cmp);
+	upsert_summaries(rows, n);
+}
+
+DateADT
+ut_utc_day(TimestampTz ts)
+{
+	TimestampTz days = ts / USECS_PER_DAY;
+
+	if (ts < 0 && ts % USECS_PER_DAY != 0)
+		days--;
+	return (DateADT) days;
+}
+
 /* SQL function: events_summarize() returns trigger */
 Datum
 usage_tracking_events_summarize(PG_FUNCTION_ARGS)
@@ -296,17 +295,16 @@ usage_tracking_events_summarize(PG_FUNCTION_ARGS)
 		r->completion = DatumGetInt32(slot->tts_values[a_completion - 1]);
 		r->cached = DatumGetInt32(slot->tts_values[a_cached - 1]);
 		created = DatumGetTimestampTz(slot->tts_values[a_created - 1]);
-		r->day = utc_day(created);
+		r->day = ut_utc_day(created);
 		r->price = ut_price_lookup(r->model, created);
 	}
 	ExecDropSingleTupleTableSlot(slot);
 
 	if (n > 0)
 	{
-		qsort(rows, n, sizeof(SummaryRow), row_cmp);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		upsert_summaries(rows, n);
+		ut_summarize(rows, n);
 		SPI_finish();
 	}
 

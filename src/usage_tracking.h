@@ -10,6 +10,7 @@
 
 #include "postgres.h"
 
+#include "utils/date.h"
 #include "utils/numeric.h"
 
 #include "batch.h"
@@ -59,5 +60,26 @@ typedef struct PriceRow
 extern const PriceRow *ut_price_lookup(const char *model, TimestampTz at);
 extern Numeric ut_price_cost(const PriceRow *price, int64 uncached_prompt,
 							 int64 cached_prompt, int64 completion);
+
+/* summary.c */
+typedef struct SummaryRow
+{
+	char	   *install_id;
+	char	   *user_hash;
+	char	   *source;
+	char	   *model;
+	DateADT		day;
+	const PriceRow *price;		/* NULL when unpriced */
+	int64		prompt;
+	int64		completion;
+	int64		cached;
+} SummaryRow;
+
+extern void ut_summarize(SummaryRow *rows, int n);
+extern DateADT ut_utc_day(TimestampTz ts);
+
+/* store.c */
+extern bool ut_store_events(const char *install_id, BatchEvent **valid, int n,
+							TimestampTz now, bool *is_new);
 
 #endif							/* USAGE_TRACKING_H */

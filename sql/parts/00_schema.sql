@@ -42,7 +42,7 @@ COMMENT ON TABLE @extschema@.accounts IS 'Accounts (tenants), each on one plan.'
 
 -- Installations: one WordPress site running the plugin.
 CREATE TABLE @extschema@.installations (
-    install_id      text PRIMARY KEY CHECK (@extschema@.valid_shape('i', install_id)),
+    install_id      text COLLATE "C" PRIMARY KEY CHECK (@extschema@.valid_shape('i', install_id)),
     account_id      text NOT NULL REFERENCES @extschema@.accounts ON DELETE CASCADE,
     status          text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
     first_seen_at   timestamptz,
@@ -88,15 +88,18 @@ INSERT INTO @extschema@.model_prices
     ('gpt-4.1-mini', 0.40,  1.60, 0.10),
     ('gpt-4.1-nano', 0.10,  0.40, 0.025);
 
+-- Identifiers are ASCII and compared byte-wise: their columns use the "C"
+-- collation, which makes every index comparison a memcmp.
+
 -- Raw events, partitioned by day of created_at so that expiry drops partitions.
 -- Uniqueness includes the partition key: an event's created_at is part of the
 -- record the site stores and resends unchanged.
 CREATE TABLE @extschema@.events (
-    install_id            text NOT NULL,
-    event_id              text NOT NULL CHECK (@extschema@.valid_shape('e', event_id)),
-    wp_user_id_hash       text NOT NULL CHECK (@extschema@.valid_shape('u', wp_user_id_hash)),
-    source                text NOT NULL CHECK (@extschema@.valid_shape('s', source)),
-    model                 text NOT NULL CHECK (@extschema@.valid_shape('m', model)),
+    install_id            text COLLATE "C" NOT NULL,
+    event_id              text COLLATE "C" NOT NULL CHECK (@extschema@.valid_shape('e', event_id)),
+    wp_user_id_hash       text COLLATE "C" NOT NULL CHECK (@extschema@.valid_shape('u', wp_user_id_hash)),
+    source                text COLLATE "C" NOT NULL CHECK (@extschema@.valid_shape('s', source)),
+    model                 text COLLATE "C" NOT NULL CHECK (@extschema@.valid_shape('m', model)),
     prompt_tokens         integer NOT NULL CHECK (prompt_tokens >= 0),
     completion_tokens     integer NOT NULL CHECK (completion_tokens >= 0),
     cached_prompt_tokens  integer NOT NULL DEFAULT 0
@@ -114,11 +117,11 @@ CREATE TABLE @extschema@.events_default PARTITION OF @extschema@.events DEFAULT;
 
 -- Daily summaries, partitioned by month of usage_date.
 CREATE TABLE @extschema@.daily (
-    install_id            text NOT NULL,
+    install_id            text COLLATE "C" NOT NULL,
     usage_date            date NOT NULL,
-    wp_user_id_hash       text NOT NULL,
-    source                text NOT NULL,
-    model                 text NOT NULL,
+    wp_user_id_hash       text COLLATE "C" NOT NULL,
+    source                text COLLATE "C" NOT NULL,
+    model                 text COLLATE "C" NOT NULL,
     total_requests        bigint NOT NULL DEFAULT 0,
     prompt_tokens         bigint NOT NULL DEFAULT 0,
     completion_tokens     bigint NOT NULL DEFAULT 0,

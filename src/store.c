@@ -1,0 +1,375 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/store.c
+ *		Store a batch's valid events in usage_tracking.events the way COPY
+ *		does: tuples routed to their partition, duplicates found by probing
+ *		the unique indexes, the new ones written with one multi-insert per
+ *		partition and indexed.  No SQL statement, no per-event executor
+ *		round trip, no transition table.
+ *
+ * The caller summarizes the new events itself (summary.c), which is why
+ * this path is only taken while the events table has no trigger but the
+ * summary trigger and no column ingest does not fill that would need a
+ * default or a NOT NULL value; otherwise ingest falls back to an INSERT
+ * statement.  Concurrent batches of one installation are serialized on its
+ * row before this runs, so the index probe and the insert cannot race with
+ * another ingest; a concurrent plain INSERT of the same key still fails
+ * cleanly with a unique violation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "access/tableam.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/execPartition.h"
+#include "nodes/execnodes.h"
+#include "nodes/makefuncs.h"
+#include "nodes/parsenodes.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+
+#include "usage_tracking.h"
+
+enum
+{
+	COL_INSTALL_ID,
+	COL_EVENT_ID,
+	COL_USER_HASH,
+	COL_SOURCE,
+	COL_MODEL,
+	COL_PROMPT,
+	COL_COMPLETION,
+	COL_CACHED,
+	COL_REQUEST_ID,
+	COL_CONTEXT,
+	COL_CREATED_AT,
+	COL_RECEIVED_AT,
+	NUM_COLS
+};
+
+static const char *const col_names[NUM_COLS] = {
+	"install_id", "event_id", "wp_user_id_hash", "source", "model",
+	"prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+	"request_id", "context", "created_at", "received_at"
+};
+
+/*
+ * Map our columns to attribute numbers of rel; false when the table has a
+ * column we would leave NULL that needs a value (default or NOT NULL).
+ */
+static bool
+map_columns(Relation rel, AttrNumber *attnos)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int c = 0; c < NUM_COLS; c++)
+		attnos[c] = InvalidAttrNumber;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		known = false;
+
+		if (att->attisdropped)
+			continue;
+		for (int c = 0; c < NUM_COLS; c++)
+		{
+			if (strcmp(NameStr(att->attname), col_names[c]) == 0)
+			{
+				attnos[c] = att->attnum;
+				known = true;
+				break;
+			}
+		}
+		if (!known && (att->attnotnull || att->atthasdef || att->attgenerated))
+			return false;
+	}
+	for (int c = 0; c < NUM_COLS; c++)
+		if (attnos[c] == InvalidAttrNumber)
+			return false;
+	return true;
+}
+
+/* Only the summary trigger may be on the table for the direct path. */
+static bool
+triggers_allow(Relation rel)
+{
+	TriggerDesc *td = rel->trigdesc;
+
+	if (td == NULL)
+		return true;
+	for (int i = 0; i < td->numtriggers; i++)
+		if (strcmp(td->triggers[i].tgname, "events_summarize") != 0)
+			return false;
+	return true;
+}
+
+/* Make the unique indexes of a partition ready for conflict probes. */
+static void
+prepare_probes(ResultRelInfo *rri)
+{
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *ii = rri->ri_IndexRelationInfo[i];
+
+		if (ii->ii_Unique && ii->ii_UniqueOps == NULL)
+			BuildSpeculativeIndexInfo(rri->ri_IndexRelationDescs[i], ii);
+	}
+}
+
+typedef struct PartBuffer
+{
+	ResultRelInfo *rri;
+	TupleTableSlot **slots;
+	int			nslots;
+} PartBuffer;
+
+static void
+flush_buffer(PartBuffer *buf, EState *estate, CommandId cid,
+			 BulkInsertState bistate)
+{
+	if (buf->nslots == 0)
+		return;
+	table_multi_insert(buf->rri->ri_RelationDesc, buf->slots, buf->nslots,
+					   cid, 0, bistate);
+	for (int i = 0; i < buf->nslots; i++)
+	{
+		if (buf->rri->ri_NumIndices > 0)
+		{
+			List	   *conflicts;
+
+			conflicts = ExecInsertIndexTuples(buf->rri, buf->slots[i], estate,
+											  false, false, NULL, NIL);
+			list_free(conflicts);
+		}
+	}
+	buf->nslots = 0;
+}
+
+typedef enum StoreMode
+{
+	STORE_PROBE_ALL,			/* probe every event, insert the new ones */
+	STORE_OPTIMISTIC			/* probe the first; if new, insert all unprobed */
+} StoreMode;
+
+typedef enum StoreResult
+{
+	STORE_DONE,
+	STORE_NOT_APPLICABLE,		/* the table needs the INSERT statement path */
+	STORE_FIRST_IS_DUPLICATE	/* optimistic pass gave up, nothing written */
+} StoreResult;
+
+/*
+ * One pass over the valid events, from opening the table to closing it.
+ */
+static StoreResult
+store_pass(const char *install_id, BatchEvent **valid, int n,
+		   TimestampTz now, bool *is_new, StoreMode mode)
+{
+	Oid			relid;
+	Relation	rel;
+	AttrNumber	attnos[NUM_COLS];
+	EState	   *estate;
+	RangeTblEntry *rte;
+	ResultRelInfo *root;
+	ModifyTableState *mtstate;
+	PartitionTupleRouting *proute;
+	TupleTableSlot *rootslot;
+	TupleDesc	desc;
+	PartBuffer	buf;
+	CommandId	cid;
+	List	   *prepared = NIL;
+	Datum		install_datum;
+	StoreResult result = STORE_DONE;
+
+	relid = get_relname_relid("events", get_namespace_oid("usage_tracking", false));
+	if (!OidIsValid(relid))
+		return STORE_NOT_APPLICABLE;
+	rel = table_open(relid, RowExclusiveLock);
+	if (rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE ||
+		!triggers_allow(rel) || !map_columns(rel, attnos))
+	{
+		table_close(rel, RowExclusiveLock);
+		return STORE_NOT_APPLICABLE;
+	}
+	desc = RelationGetDescr(rel);
+
+	estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	rte->requiredPerms = ACL_INSERT;
+	ExecInitRangeTable(estate, list_make1(rte));
+	root = makeNode(ResultRelInfo);
+	ExecInitResultRelation(estate, root, 1);
+
+	mtstate = makeNode(ModifyTableState);
+	mtstate->ps.plan = NULL;
+	mtstate->ps.state = estate;
+	mtstate->operation = CMD_INSERT;
+	mtstate->mt_nrels = 1;
+	mtstate->resultRelInfo = root;
+	mtstate->rootResultRelInfo = root;
+
+	proute = ExecSetupPartitionTupleRouting(estate, rel);
+	rootslot = table_slot_create(rel, &estate->es_tupleTable);
+	cid = GetCurrentCommandId(true);
+	estate->es_output_cid = cid;
+
+	buf.rri = NULL;
+	buf.slots = palloc(sizeof(TupleTableSlot *) * n);
+	buf.nslots = 0;
+	install_datum = CStringGetTextDatum(install_id);
+
+	for (int i = 0; i < n; i++)
+	{
+		BatchEvent *ev = valid[i];
+		Datum	   *values;
+		bool	   *nulls;
+		ResultRelInfo *rri;
+		TupleTableSlot *slot;
+		ItemPointerData conflict;
+		TupleConversionMap *map;
+
+		ResetPerTupleExprContext(estate);
+		ExecClearTuple(rootslot);
+		values = rootslot->tts_values;
+		nulls = rootslot->tts_isnull;
+		memset(nulls, true, sizeof(bool) * desc->natts);
+
+#define SET(col, datum) \
+		do { values[attnos[col] - 1] = (datum); nulls[attnos[col] - 1] = false; } while (0)
+		SET(COL_INSTALL_ID, install_datum);
+		SET(COL_EVENT_ID, CStringGetTextDatum(ev->event_id));
+		SET(COL_USER_HASH, CStringGetTextDatum(ev->wp_user_id_hash));
+		SET(COL_SOURCE, CStringGetTextDatum(ev->source));
+		SET(COL_MODEL, CStringGetTextDatum(ev->model));
+		SET(COL_PROMPT, Int32GetDatum((int32) ev->prompt_tokens));
+		SET(COL_COMPLETION, Int32GetDatum((int32) ev->completion_tokens));
+		SET(COL_CACHED, Int32GetDatum((int32) ev->cached_prompt_tokens));
+		if (ev->request_id != NULL)
+			SET(COL_REQUEST_ID, CStringGetTextDatum(ev->request_id));
+		if (ev->context != NULL)
+			SET(COL_CONTEXT, DirectFunctionCall1(jsonb_in,
+												 CStringGetDatum(pnstrdup(ev->context,
+																		  ev->context_len))));
+		SET(COL_CREATED_AT, TimestampTzGetDatum(ev->created_at));
+		SET(COL_RECEIVED_AT, TimestampTzGetDatum(now));
+#undef SET
+		ExecStoreVirtualTuple(rootslot);
+
+		rri = ExecFindPartition(mtstate, root, proute, rootslot, estate);
+
+		/* a slot of the partition's own row type that outlives this loop */
+		slot = table_slot_create(rri->ri_RelationDesc, &estate->es_tupleTable);
+		map = rri->ri_RootToPartitionMap;
+		if (map != NULL)
+			execute_attr_map_slot(map->attrMap, rootslot, slot);
+		else
+			ExecCopySlot(slot, rootslot);
+		ExecMaterializeSlot(slot);
+
+		if (mode == STORE_PROBE_ALL || i == 0)
+		{
+			if (!list_member_ptr(prepared, rri))
+			{
+				prepare_probes(rri);
+				prepared = lappend(prepared, rri);
+			}
+			is_new[i] = ExecCheckIndexConstraints(rri, slot, estate, &conflict, NIL);
+			if (!is_new[i])
+			{
+				if (mode == STORE_OPTIMISTIC)
+				{
+					result = STORE_FIRST_IS_DUPLICATE;
+					break;
+				}
+				continue;
+			}
+		}
+		else
+			is_new[i] = true;
+
+		if (buf.rri != rri)
+		{
+			flush_buffer(&buf, estate, cid, NULL);
+			buf.rri = rri;
+		}
+		buf.slots[buf.nslots++] = slot;
+	}
+	if (result == STORE_DONE)
+		flush_buffer(&buf, estate, cid, NULL);
+
+	ExecCleanupTupleRouting(mtstate, proute);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	ExecCloseResultRelations(estate);
+	ExecCloseRangeTableRelations(estate);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	return result;
+}
+
+/*
+ * Store the valid events; set is_new[i] for the ones that were not already
+ * stored.  Returns false, having done nothing, when the direct path does not
+ * apply (the caller then uses an INSERT statement).
+ *
+ * A batch is usually all new or, when a site retries, all old.  So the first
+ * event is probed: if it is new, every event is inserted without probing, in
+ * a subtransaction, and only if a unique violation shows the batch was a
+ * partial resend is that undone and every event probed.  This halves the
+ * index work of the common case.
+ */
+bool
+ut_store_events(const char *install_id, BatchEvent **valid, int n,
+				TimestampTz now, bool *is_new)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile StoreResult r = STORE_DONE;
+	volatile bool conflict = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		r = store_pass(install_id, valid, n, now, is_new, STORE_OPTIMISTIC);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		FlushErrorState();
+		FreeErrorData(edata);
+		conflict = true;
+	}
+	PG_END_TRY();
+
+	if (!conflict && r == STORE_NOT_APPLICABLE)
+		return false;
+	if (conflict || r == STORE_FIRST_IS_DUPLICATE)
+		r = store_pass(install_id, valid, n, now, is_new, STORE_PROBE_ALL);
+	return r == STORE_DONE;
+}

@@ -24,6 +24,9 @@ EXTRA_CLEAN = test/results test/output_iso test/regression.diffs test/regression
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# every object depends on the shared headers
+$(OBJS): $(wildcard src/*.h)
+
 $(DATA_built): $(SQL_PARTS) $(EXTENSION).control
 	cat $(SQL_PARTS) > $@
 

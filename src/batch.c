@@ -18,6 +18,11 @@
 
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
+#ifndef FRONTEND
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#endif
 
 #include "batch.h"
 
@@ -52,6 +57,10 @@ typedef struct ParseState
 	bool		in_events;		/* inside the events array */
 	bool		in_event;		/* inside an event object */
 	const char *context_start;
+	bool		in_context;		/* inside an event's context object */
+#ifndef FRONTEND
+	JsonbParseState *jb;		/* the context being built as jsonb */
+#endif
 	const char *invalid;		/* batch-level problem found while parsing */
 } ParseState;
 
@@ -126,10 +135,81 @@ parse_token_count(const char *tok, int64 max, int64 *result)
 	return true;
 }
 
+#ifndef FRONTEND
+/*
+ * The context object is built into jsonb while it is parsed, so it is not
+ * parsed a second time when stored.  Numbers go through numeric_in as
+ * jsonb_in would send them; one it would refuse rejects the event.
+ */
+static bool
+context_number_ok(const char *tok)
+{
+	const char *e = strpbrk(tok, "eE");
+
+	if (strlen(tok) > 1000)
+		return false;
+	if (e != NULL)
+	{
+		long		exp = strtol(e + 1, NULL, 10);
+
+		if (exp > 1000 || exp < -1000)
+			return false;
+	}
+	return true;
+}
+
+static void
+context_push_scalar(ParseState *st, char *token, JsonTokenType type)
+{
+	JsonbValue	v;
+	bool		in_array = st->jb->contVal.type == jbvArray;
+
+	switch (type)
+	{
+		case JSON_TOKEN_STRING:
+			v.type = jbvString;
+			v.val.string.val = token;
+			v.val.string.len = strlen(token);
+			break;
+		case JSON_TOKEN_NUMBER:
+			if (!context_number_ok(token))
+			{
+				event_error(st, "context holds a number out of range");
+				v.type = jbvNull;
+				break;
+			}
+			v.type = jbvNumeric;
+			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																CStringGetDatum(token),
+																ObjectIdGetDatum(InvalidOid),
+																Int32GetDatum(-1)));
+			break;
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = (type == JSON_TOKEN_TRUE);
+			break;
+		default:
+			v.type = jbvNull;
+			break;
+	}
+	pushJsonbValue(&st->jb, in_array ? WJB_ELEM : WJB_VALUE, &v);
+}
+#endif
+
 static void
 on_object_start(void *state)
 {
 	ParseState *st = state;
+
+	if (st->in_context)
+	{
+#ifndef FRONTEND
+		pushJsonbValue(&st->jb, WJB_BEGIN_OBJECT, NULL);
+#endif
+		st->depth++;
+		return;
+	}
 
 	if (st->depth == 0)
 	{
@@ -149,7 +229,14 @@ on_object_start(void *state)
 	else if (st->depth == 3 && st->in_event)
 	{
 		if (st->ev_field == F_CONTEXT)
+		{
 			st->context_start = st->lex->token_start;
+			st->in_context = true;
+#ifndef FRONTEND
+			st->jb = NULL;
+			pushJsonbValue(&st->jb, WJB_BEGIN_OBJECT, NULL);
+#endif
+		}
 		else if (st->ev_field != F_NONE)
 			event_error(st, field_type_error(st->ev_field));
 	}
@@ -162,15 +249,25 @@ on_object_end(void *state)
 	ParseState *st = state;
 
 	st->depth--;
-	if (st->depth == 3 && st->in_event && st->ev_field == F_CONTEXT &&
-		st->context_start != NULL)
+	if (st->in_context && st->depth > 3)
+	{
+#ifndef FRONTEND
+		pushJsonbValue(&st->jb, WJB_END_OBJECT, NULL);
+#endif
+	}
+	else if (st->in_context)
 	{
 		BatchEvent *ev = current_event(st);
 		const char *end = st->lex->prev_token_terminator;
 
 		ev->context = st->context_start;
 		ev->context_len = (int) (end - st->context_start);
+#ifndef FRONTEND
+		ev->context_jsonb = JsonbValueToJsonb(pushJsonbValue(&st->jb, WJB_END_OBJECT, NULL));
+		st->jb = NULL;
+#endif
 		st->context_start = NULL;
+		st->in_context = false;
 	}
 	else if (st->depth == 2 && st->in_event)
 		st->in_event = false;
@@ -180,6 +277,15 @@ static void
 on_array_start(void *state)
 {
 	ParseState *st = state;
+
+	if (st->in_context)
+	{
+#ifndef FRONTEND
+		pushJsonbValue(&st->jb, WJB_BEGIN_ARRAY, NULL);
+#endif
+		st->depth++;
+		return;
+	}
 
 	if (st->depth == 0)
 		st->invalid = "the body must be a JSON object";
@@ -203,7 +309,13 @@ on_array_end(void *state)
 	ParseState *st = state;
 
 	st->depth--;
-	if (st->depth == 1 && st->in_events)
+	if (st->in_context)
+	{
+#ifndef FRONTEND
+		pushJsonbValue(&st->jb, WJB_END_ARRAY, NULL);
+#endif
+	}
+	else if (st->depth == 1 && st->in_events)
 		st->in_events = false;
 }
 
@@ -211,6 +323,19 @@ static void
 on_field_start(void *state, char *fname, bool isnull)
 {
 	ParseState *st = state;
+
+	if (st->in_context)
+	{
+#ifndef FRONTEND
+		JsonbValue	k;
+
+		k.type = jbvString;
+		k.val.string.val = fname;
+		k.val.string.len = strlen(fname);
+		pushJsonbValue(&st->jb, WJB_KEY, &k);
+#endif
+		return;
+	}
 
 	if (st->depth == 1)
 	{
@@ -366,6 +491,14 @@ static void
 on_scalar(void *state, char *token, JsonTokenType type)
 {
 	ParseState *st = state;
+
+	if (st->in_context)
+	{
+#ifndef FRONTEND
+		context_push_scalar(st, token, type);
+#endif
+		return;
+	}
 
 	if (st->depth == 0)
 		st->invalid = "the body must be a JSON object";

@@ -27,6 +27,7 @@ typedef struct BatchEvent
 	char	   *created_at_text;
 	const char *context;		/* raw JSON text of the context object */
 	int			context_len;
+	void	   *context_jsonb;	/* the same as a Jsonb (server builds only) */
 	int64		prompt_tokens;
 	int64		completion_tokens;
 	int64		total_tokens;

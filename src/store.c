@@ -261,10 +261,8 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		SET(COL_CACHED, Int32GetDatum((int32) ev->cached_prompt_tokens));
 		if (ev->request_id != NULL)
 			SET(COL_REQUEST_ID, CStringGetTextDatum(ev->request_id));
-		if (ev->context != NULL)
-			SET(COL_CONTEXT, DirectFunctionCall1(jsonb_in,
-												 CStringGetDatum(pnstrdup(ev->context,
-																		  ev->context_len))));
+		if (ev->context_jsonb != NULL)
+			SET(COL_CONTEXT, PointerGetDatum(ev->context_jsonb));
 		SET(COL_CREATED_AT, TimestampTzGetDatum(ev->created_at));
 		SET(COL_RECEIVED_AT, TimestampTzGetDatum(now));
 #undef SET

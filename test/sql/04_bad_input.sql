@@ -101,7 +101,8 @@ SELECT e->>'index' AS idx, e->>'event_id' AS event_id, e->>'error' AS error
     t.event('evt_x31', '2025-11-03 11:00:00+00') || '{"prompt_tokens": 99999999999999999999999999}',
     t.event('evt_x32', '2025-11-03 11:00:00+00') || '{"total_tokens": null, "request_id": null, "context": null}',
     t.event('evt_x33', '2025-11-03 12:05:00+00'),
-    t.event('evt_x34', '2025-08-05 12:00:00+00')
+    t.event('evt_x34', '2025-08-05 12:00:00+00'),
+    t.event('evt_x35', '2025-11-03 11:00:00+00') || '{"context": {"big": 1e1001}}'
   )), :secret, :now)->'rejected') e;
 
 SELECT event_id FROM usage_tracking.events

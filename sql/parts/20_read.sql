@@ -277,8 +277,9 @@ COMMENT ON FUNCTION @extschema@._export_kind(text, date, date) IS
     'Internal: the validated export_csv kind (22023 on an unknown kind or an inverted range).';
 
 -- A plain SQL function the planner inlines into the caller's query, so rows
--- flow from the scan to the client one at a time: nothing is collected
--- first.  PARALLEL UNSAFE keeps the plan serial, so the header comes first.
+-- flow from the scan to the client one at a time: nothing is collected or
+-- sorted first, and rows come in storage order (events: partitions by day).
+-- PARALLEL UNSAFE keeps the plan serial, so the header comes first.
 CREATE FUNCTION @extschema@.export_csv(kind text, install_id text DEFAULT NULL,
                                        date_from date DEFAULT NULL, date_to date DEFAULT NULL)
 RETURNS SETOF text
@@ -300,8 +301,7 @@ UNION ALL
   WHERE @extschema@._export_kind(export_csv.kind, export_csv.date_from, export_csv.date_to) = 'daily'
     AND (u.install_id = export_csv.install_id OR export_csv.install_id IS NULL)
     AND u.usage_date >= coalesce(export_csv.date_from, '-infinity'::date)
-    AND u.usage_date <= coalesce(export_csv.date_to, 'infinity'::date)
-  ORDER BY u.usage_date, u.install_id, u.wp_user_id_hash, u.source, u.model)
+    AND u.usage_date <= coalesce(export_csv.date_to, 'infinity'::date))
 UNION ALL
 (SELECT pg_catalog.concat_ws(',', @extschema@._csv(e.install_id), @extschema@._csv(e.event_id),
             e.wp_user_id_hash, e.source, @extschema@._csv(e.model), e.prompt_tokens,
@@ -313,8 +313,7 @@ UNION ALL
   WHERE @extschema@._export_kind(export_csv.kind, export_csv.date_from, export_csv.date_to) = 'events'
     AND (e.install_id = export_csv.install_id OR export_csv.install_id IS NULL)
     AND e.created_at >= coalesce(export_csv.date_from, '-infinity'::date)::timestamp AT TIME ZONE 'UTC'
-    AND e.created_at < (coalesce(export_csv.date_to, 'infinity'::date) + 1)::timestamp AT TIME ZONE 'UTC'
-  ORDER BY e.created_at, e.install_id, e.event_id)
+    AND e.created_at < (coalesce(export_csv.date_to, 'infinity'::date) + 1)::timestamp AT TIME ZONE 'UTC')
 $$;
 COMMENT ON FUNCTION @extschema@.export_csv(text, text, date, date) IS
     'CSV export, one RFC 4180 record per row, the header first: kind ''daily'' (the daily_usage columns) or ''events'' (the usage_events columns, times in UTC), of one installation or every one the caller may see, for the UTC days date_from to date_to (both included). Streams: use it as COPY (SELECT * FROM usage_tracking.export_csv(...)) TO STDOUT.';

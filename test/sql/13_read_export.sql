@@ -5,8 +5,10 @@
 \set a1 '''a1a1a1a1-1010-4010-8010-101010101010_1010a1a1a1a1'''
 \set b1 '''b1b1b1b1-1010-4010-8010-101010101010_1010b1b1b1b1'''
 
--- Daily rows of one installation and day.
-SELECT * FROM usage_tracking.export_csv('daily', :a1, '2025-10-01', '2025-10-01');
+-- Daily rows of one installation and day (rows come in storage order;
+-- sorted here, header first).
+SELECT * FROM usage_tracking.export_csv('daily', :a1, '2025-10-01', '2025-10-01') line
+ ORDER BY line LIKE 'account_id,%' DESC, line;
 
 -- Events with awkward values: commas, quotes, a line break and an empty
 -- request_id, a context object with quotes and backslashes.
@@ -16,7 +18,8 @@ SELECT t.post(t.batch(:a1, jsonb_build_array(
          t.event('rx_3', '2025-09-01 08:00:02+00') || '{"request_id": ""}',
          t.event('rx_4', '2025-09-01 08:00:03+00') - 'request_id')),
        'read-secret-a1-0123456789', '2025-11-03 12:00:00+00')->'received' AS received;
-SELECT line FROM usage_tracking.export_csv('events', :a1, '2025-09-01', '2025-09-01') line;
+SELECT line FROM usage_tracking.export_csv('events', :a1, '2025-09-01', '2025-09-01') line
+ ORDER BY line LIKE 'install_id,%' DESC, line;
 
 -- Each record parses back to the stored values (a small RFC 4180 reader).
 CREATE FUNCTION pg_temp.csv_fields(rec text) RETURNS text[] LANGUAGE plpgsql IMMUTABLE AS $$
@@ -65,8 +68,10 @@ SELECT count(*) - 1 AS event_records,
          AND created_at >= '2025-10-01 00:00:00+00' AND created_at < '2025-11-01 00:00:00+00') AS events
   FROM usage_tracking.export_csv('events', :a1, '2025-10-01', '2025-10-31');
 
--- COPY writes the same lines.
-COPY (SELECT * FROM usage_tracking.export_csv('daily', :a1, '2025-10-02', '2025-10-02')) TO STDOUT;
+-- COPY writes the same lines; the header comes first.
+COPY (SELECT * FROM usage_tracking.export_csv('daily', :a1, '2025-10-02', '2025-10-02') LIMIT 1) TO STDOUT;
+COPY (SELECT * FROM usage_tracking.export_csv('daily', :a1, '2025-10-02', '2025-10-02') line
+       WHERE line NOT LIKE 'account_id,%' ORDER BY line) TO STDOUT;
 
 -- Errors: 22023.
 SELECT q, t.read_try(q) FROM (VALUES
@@ -75,16 +80,17 @@ SELECT q, t.read_try(q) FROM (VALUES
   ($$SELECT * FROM usage_tracking.export_csv('daily', NULL, '2025-10-02', '2025-10-01')$$)) v(q);
 
 -- Streams: the function is inlined into the caller's query (no Function
--- Scan), and the plan never materializes the rows.
+-- Scan), and no node of the plan collects the rows (no sort, materialize,
+-- aggregate or hash over them).
 CREATE FUNCTION pg_temp.read_plan_nodes(q text) RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE plan jsonb;
 BEGIN
   EXECUTE 'EXPLAIN (FORMAT JSON) ' || q INTO plan;
   RETURN QUERY SELECT DISTINCT r #>> '{}' FROM jsonb_path_query(plan, 'strict $.**."Node Type"') r;
 END $$;
-SELECT count(*) FILTER (WHERE n IN ('Function Scan', 'Materialize', 'Aggregate')) AS collecting_nodes
+SELECT count(*) FILTER (WHERE n IN ('Function Scan', 'Materialize', 'Aggregate', 'Sort', 'Hash')) AS collecting_nodes
   FROM pg_temp.read_plan_nodes($$SELECT * FROM usage_tracking.export_csv('events', NULL, '2025-09-01', '2025-11-30')$$) n;
-SELECT count(*) FILTER (WHERE n IN ('Function Scan', 'Materialize', 'Aggregate')) AS collecting_nodes
+SELECT count(*) FILTER (WHERE n IN ('Function Scan', 'Materialize', 'Aggregate', 'Sort', 'Hash')) AS collecting_nodes
   FROM pg_temp.read_plan_nodes($$SELECT * FROM usage_tracking.export_csv('daily', 'a1a1a1a1-1010-4010-8010-101010101010_1010a1a1a1a1')$$) n;
 
 -- A reader exports its own account only; without a claim, just the header.

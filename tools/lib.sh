@@ -22,6 +22,7 @@ UT_PACKAGES=(
   openssl
   php-cli
   chromium
+  python3-aiosmtpd
 )
 
 ut_log() { printf '==> %s\n' "$*" >&2; }

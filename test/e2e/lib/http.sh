@@ -115,7 +115,12 @@ header() { printf '%s\n' "$HEADERS" | sed -n "s/^$1: //Ip" | tail -1; }
 # error_of — "STATUS error" of the last answer, or its body when not a JSON error.
 error_of() {
   local e
-  e=$(psqlv j="$BODY" 2>/dev/null <<<"SELECT CASE WHEN (:'j'::jsonb)->>'success' = 'false' AND (:'j'::jsonb) ? 'message' THEN (:'j'::jsonb)->>'error' END")
+  e=$(python3 -c 'import json, sys
+try:
+    j = json.loads(sys.argv[1])
+    print(j["error"] if j.get("success") is False and "message" in j else "")
+except Exception:
+    print("")' "$BODY")
   printf '%s %s' "$STATUS" "${e:-$BODY}"
 }
 

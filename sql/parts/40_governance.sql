@@ -114,19 +114,17 @@ BEGIN
 
     SELECT i.account_id, i.status = 'active' AND a.status = 'active',
            p.monthly_requests, p.warning_pct, p.critical_pct, p.block_pct,
-           p.rate_requests_5m, p.rate_tokens_5m
-      INTO acc, active, lim, warn, crit, blk, rreq, rtok
+           p.rate_requests_5m, p.rate_tokens_5m, coalesce(q.recorded + q.pending, 0)
+      INTO acc, active, lim, warn, crit, blk, rreq, rtok, used
       FROM @extschema@.installations i
       JOIN @extschema@.accounts a USING (account_id)
       JOIN @extschema@.plans p USING (plan)
+      LEFT JOIN @extschema@.quota_usage q ON q.account_id = i.account_id AND q.month = mon
      WHERE i.install_id = authorize.install_id;
     IF NOT FOUND THEN
         RETURN jsonb_build_object('allowed', false, 'level', NULL,
                                   'reason', 'unknown_installation', 'retry_after_s', NULL);
     END IF;
-    SELECT q.recorded + q.pending INTO used
-      FROM @extschema@.quota_usage q WHERE q.account_id = acc AND q.month = mon;
-    used := coalesce(used, 0);
     IF NOT active THEN
         RETURN jsonb_build_object('allowed', false,
                                   'level', @extschema@.quota_level(used, lim, warn, crit, blk),
@@ -137,6 +135,11 @@ BEGIN
                                   'level', @extschema@.quota_level(used, lim, warn, crit, blk),
                                   'reason', 'too_large', 'retry_after_s', NULL);
     END IF;
+
+    -- Reservations are soft state (the events re-count every call): commit
+    -- them without waiting for the WAL flush, as a rate limiter may.  A
+    -- crash can forget the last few hundred milliseconds of admissions.
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
 
     -- Rate: the installation's row serializes its callers.
     SELECT r.* INTO st FROM @extschema@.rate_state r
@@ -220,7 +223,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.authorize(text, integer, bigint, timestamptz) IS
-    'The real-time gate before a generation: {allowed, level, reason, retry_after_s}. Admits requests calls of about tokens tokens when the installation stays within its 5-minute rate limits and the account within its monthly quota (at block_pct), and reserves them; reason is ok, rate_limited, quota_exceeded, too_large, suspended or unknown_installation.';
+    'The real-time gate before a generation: {allowed, level, reason, retry_after_s}. Admits requests calls of about tokens tokens when the installation stays within its 5-minute rate limits and the account within its monthly quota (at block_pct), and reserves them; reason is ok, rate_limited, quota_exceeded, too_large, suspended or unknown_installation. Sets synchronous_commit = off for the rest of its transaction: call it in a transaction of its own.';
 
 -- quota_status ---------------------------------------------------------------
 

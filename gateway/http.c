@@ -51,6 +51,7 @@ static const route routes[] = {
 	{"GET", "/api/usage/events", "events", ROUTE_ARGS, "limit", "lim"},
 	{"GET", "/api/usage/installations", "installations", ROUTE_ARGS, NULL, NULL},
 	{"POST", "/api/usage/export", "export", ROUTE_CSV, NULL, NULL},
+	{"GET", "/api/usage/quota", "quota", ROUTE_ARGS, NULL, NULL},
 };
 
 typedef struct request
@@ -589,7 +590,7 @@ fail:
 	sb_free(&headers);
 	sb_free(&sql);
 	/* A named route with an argument the function does not take. */
-	if (!c->lookup && err.status == 404 && c->args.n > 0)
+	if (!c->lookup && strcmp(err.code, "undefined_function") == 0)
 		gw_error_set(&err, 400, "invalid_input", "unknown argument, or a required one is missing");
 	return send_gw_error(conn, rq, &err);
 }
@@ -834,7 +835,7 @@ fail:
 	}
 	sb_free(&headers);
 	sb_free(&sql);
-	if (err.status == 404 && c->args.n > 0)
+	if (strcmp(err.code, "undefined_function") == 0)
 		gw_error_set(&err, 400, "invalid_input", "unknown argument, or a required one is missing");
 	return send_gw_error(conn, rq, &err);
 }

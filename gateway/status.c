@@ -36,7 +36,7 @@ static const sqlstate_status sqlstate_table[] = {
 	{"57014", 504, "query_canceled", 0},	/* statement_timeout */
 	{"42501", 403, "forbidden", 0},	/* insufficient privilege */
 	{"28", 403, "forbidden", 0},	/* invalid authorization */
-	{"42883", 404, "not_found", 0},	/* undefined function */
+	{"42883", 404, "undefined_function", 0},	/* wrong name or arguments */
 	{"42P01", 404, "not_found", 0},	/* undefined table */
 	{"25006", 405, "read_only", 0},	/* a write in a GET */
 	{"23503", 409, "conflict", 0},

@@ -183,3 +183,36 @@ REVOKE ALL ON FUNCTION usage_api.export(text, text, date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION usage_api.export(text, text, date, date) TO usage_tracking_reader, usage_tracking_admin;
 COMMENT ON FUNCTION usage_api.export(text, text, date, date) IS
     'POST /api/usage/export with a JSON body {"kind": "daily"|"events", "install_id", "date_from", "date_to"}: the CSV lines, header first. The gateway streams them as text/csv; PostgREST answers them as a JSON array of lines.';
+
+-- GET /api/usage/quota ---------------------------------------------------------
+
+-- SECURITY DEFINER to read governance's state; the tenant check is the one
+-- row-level security makes for the read routes: the installation must be of
+-- the account in the JWT claims, unless the caller's role is the admin's.
+-- Anything else is "not found", so nobody learns which installations exist.
+CREATE FUNCTION usage_api.quota(install_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller  text := pg_catalog.current_setting('role');
+    owner   text;
+BEGIN
+    SELECT i.account_id INTO owner FROM @extschema@.installations i WHERE i.install_id = quota.install_id;
+    IF owner IS NULL
+       OR (owner IS DISTINCT FROM @extschema@.current_account()
+           AND NOT pg_catalog.pg_has_role(CASE WHEN caller = 'none' THEN session_user ELSE caller END,
+                                          'usage_tracking_admin', 'USAGE')) THEN
+        RAISE SQLSTATE 'PGRST'
+            USING MESSAGE = json_build_object('code', 'not_found', 'message', 'unknown installation',
+                                              'details', NULL, 'hint', NULL)::text,
+                  DETAIL = '{"status": 404, "headers": {}}';
+    END IF;
+    RETURN @extschema@.quota_status(quota.install_id, pg_catalog.now());
+END
+$$;
+REVOKE ALL ON FUNCTION usage_api.quota(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION usage_api.quota(text) TO usage_tracking_reader, usage_tracking_admin;
+COMMENT ON FUNCTION usage_api.quota(text) IS
+    'GET /api/usage/quota?install_id=: the quota verdict of usage_tracking.quota_status (level, used, limit, percent, 5-minute window, hour and abuse flags) for an installation of the caller''s account (any installation for the admin); 404 otherwise.';

@@ -176,10 +176,11 @@ is "$(printf '%s\n' "$BODY" | sort)" "$(sql "SELECT l FROM usage_tracking.export
    "the CSV lines are export_csv's, byte for byte"
 req POST /api/usage/export -H "Authorization: Bearer $READER_A" -d '{"kind": "weekly"}'
 is "$(error_of)" "400 invalid_input" "a bad export kind: 400 before any CSV"
-if sql "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'usage_api' AND p.proname = 'quota'" | grep -q 1; then
-  req GET "/api/usage/quota?install_id=$IA" -H "Authorization: Bearer $READER_A"
-  is "$STATUS $(jget "$BODY" '{level}')" "200 ok" "GET /api/usage/quota answers the verdict"
-fi
+req GET "/api/usage/quota?install_id=$IA" -H "Authorization: Bearer $READER_A"
+is "$STATUS $(jget "$BODY" '{level}') $(jget "$BODY" '{limit}')" "200 ok 10000" "GET /api/usage/quota answers the verdict"
+is "$(jget "$BODY" '{used}')" "$(sql "SELECT (usage_tracking.quota_status('$IA'))->>'used'")" "the same as quota_status in SQL"
+req GET "/api/usage/quota?install_id=$IC" -H "Authorization: Bearer $READER_A"
+is "$(error_of)" "404 not_found" "the quota of another account's installation: 404"
 
 # --- the generic /rpc/<name> ------------------------------------------------------
 req GET "/rpc/summary?install_id=$IA&group_by=day,model" -H "Authorization: Bearer $READER_A"

@@ -75,10 +75,33 @@ SELECT i->>'install_id' AS install_id, i->>'account_id' AS account_id, i->>'tota
  WHERE i->>'account_id' LIKE 'acc_http_r%';
 COMMIT;
 
+-- GET /api/usage/quota: the installation must be the caller's (or the caller the admin).
+CREATE FUNCTION t_api.quota(install text, claims text, role text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  r jsonb;
+  msg text;
+  det text;
+BEGIN
+  PERFORM set_config('request.jwt.claims', claims, true);
+  PERFORM set_config('role', role, true);
+  r := usage_api.quota(install);
+  RETURN format('%s %s of %s (%s)', r->>'level', r->>'used', r->>'limit', r->>'plan');
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+  RETURN format('%s %s %s', SQLSTATE, det::jsonb->>'status', msg::jsonb->>'code');
+END $$;
+SELECT t_api.quota('5b8e6d2f-1e3c-4d4b-8f9a-2b3c4d5e6f7a_d1d1d1d1d1d1', :'reader1', 'usage_tracking_reader') AS own,
+       t_api.quota('5b8e6d2f-1e3c-4d4b-8f9a-2b3c4d5e6f7a_e1e1e1e1e1e1', :'reader1', 'usage_tracking_reader') AS other_account,
+       t_api.quota('5b8e6d2f-1e3c-4d4b-8f9a-2b3c4d5e6f7a_e1e1e1e1e1e1', '{"role": "usage_tracking_admin"}', 'usage_tracking_admin') AS admin,
+       t_api.quota('5b8e6d2f-1e3c-4d4b-8f9a-2b3c4d5e6f7a_ffffffffffff', '{"role": "usage_tracking_admin"}', 'usage_tracking_admin') AS unknown,
+       t_api.quota('5b8e6d2f-1e3c-4d4b-8f9a-2b3c4d5e6f7a_d1d1d1d1d1d1', '{"role": "usage_tracking_reader"}', 'usage_tracking_reader') AS no_account_claim;
+
 -- Who may call what.
 SELECT f, r, has_function_privilege(r, f, 'EXECUTE') AS may
   FROM unnest(ARRAY['usage_api.summary(text, date, date, text)', 'usage_api.events(text, date, date, text, integer)',
-                    'usage_api.installations(date, date)', 'usage_api.export(text, text, date, date)']) f,
+                    'usage_api.installations(date, date)', 'usage_api.export(text, text, date, date)',
+                    'usage_api.quota(text)']) f,
        unnest(ARRAY['usage_tracking_ingest', 'usage_tracking_reader', 'usage_tracking_analyst',
                     'usage_tracking_admin']) r
  ORDER BY 1, 2;

@@ -235,6 +235,7 @@ store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
 		r->source = ev->source;
 		r->model = ev->model;
 		r->day = ut_utc_day(ev->created_at);
+		r->created = ev->created_at;
 		r->price = ut_price_lookup(ev->model, ev->created_at);
 		r->prompt = ev->prompt_tokens;
 		r->completion = ev->completion_tokens;

@@ -24,6 +24,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -210,8 +211,101 @@ upsert_summaries(SummaryRow *rows, int n)
 }
 
 /*
- * Add rows (new events, priced) to the daily summaries: sort them by key and
- * upsert each key once, in key order.  SPI must be connected.
+ * The governance counters: requests and tokens per account and calendar
+ * month (quota_usage, consuming calls authorize() admitted) and per
+ * installation and hour (hourly_usage, for abuse detection).  Rows of an
+ * unknown installation are not counted.  Keys are taken in order, accounts
+ * before hours, as authorize() and alert evaluation take them.
+ */
+static SPIPlanPtr quota_counter_plan = NULL;
+static SPIPlanPtr hourly_counter_plan = NULL;
+
+static const char *quota_counter_sql =
+"INSERT INTO usage_tracking.quota_usage AS q (account_id, month, recorded, recorded_tokens)"
+" SELECT i.account_id, u.month, count(*), sum(u.tokens)::int8"
+" FROM unnest($1::text[], $2::date[], $3::int8[]) AS u(install_id, month, tokens)"
+" JOIN usage_tracking.installations i ON i.install_id = u.install_id"
+" GROUP BY 1, 2 ORDER BY 1, 2"
+" ON CONFLICT (account_id, month) DO UPDATE SET"
+"  recorded = q.recorded + EXCLUDED.recorded,"
+"  recorded_tokens = q.recorded_tokens + EXCLUDED.recorded_tokens,"
+"  pending = greatest(q.pending - EXCLUDED.recorded, 0)";
+
+static const char *hourly_counter_sql =
+"INSERT INTO usage_tracking.hourly_usage AS h (install_id, hour, requests, tokens)"
+" SELECT u.install_id, u.hour, count(*), sum(u.tokens)::int8"
+" FROM unnest($1::text[], $2::timestamptz[], $3::int8[]) AS u(install_id, hour, tokens)"
+" WHERE EXISTS (SELECT 1 FROM usage_tracking.installations i WHERE i.install_id = u.install_id)"
+" GROUP BY 1, 2 ORDER BY 1, 2"
+" ON CONFLICT (install_id, hour) DO UPDATE SET"
+"  requests = h.requests + EXCLUDED.requests,"
+"  tokens = h.tokens + EXCLUDED.tokens";
+
+static DateADT
+month_start(DateADT day)
+{
+	int			y, m, d;
+
+	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
+	return date2j(y, m, 1) - POSTGRES_EPOCH_JDATE;
+}
+
+static void
+count_usage(SummaryRow *rows, int n)
+{
+	Datum	   *install = palloc(sizeof(Datum) * n);
+	Datum	   *months = palloc(sizeof(Datum) * n);
+	Datum	   *hours = palloc(sizeof(Datum) * n);
+	Datum	   *tokens = palloc(sizeof(Datum) * n);
+	Datum		args[3];
+	int			ret;
+
+	for (int i = 0; i < n; i++)
+	{
+		TimestampTz hour = rows[i].created - rows[i].created % USECS_PER_HOUR;
+
+		if (rows[i].created < 0 && rows[i].created % USECS_PER_HOUR != 0)
+			hour -= USECS_PER_HOUR;
+		install[i] = CStringGetTextDatum(rows[i].install_id);
+		months[i] = DateADTGetDatum(month_start(rows[i].day));
+		hours[i] = TimestampTzGetDatum(hour);
+		tokens[i] = Int64GetDatum(rows[i].prompt + rows[i].completion);
+	}
+
+	if (quota_counter_plan == NULL)
+	{
+		Oid			qtypes[3] = {TEXTARRAYOID, DATEARRAYOID, INT8ARRAYOID};
+		Oid			htypes[3] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
+		SPIPlanPtr	q = SPI_prepare(quota_counter_sql, 3, qtypes);
+		SPIPlanPtr	h = SPI_prepare(hourly_counter_sql, 3, htypes);
+
+		if (q == NULL || h == NULL)
+			elog(ERROR, "could not prepare usage counters: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(q);
+		SPI_keepplan(h);
+		quota_counter_plan = q;
+		hourly_counter_plan = h;
+	}
+
+	args[0] = PointerGetDatum(text_array(install, n));
+	args[1] = PointerGetDatum(construct_array(months, n, DATEOID, 4, true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(int8_array(tokens, n));
+	ret = SPI_execute_plan(quota_counter_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "quota counter upsert failed: %s", SPI_result_code_string(ret));
+
+	args[1] = PointerGetDatum(construct_array(hours, n, TIMESTAMPTZOID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ret = SPI_execute_plan(hourly_counter_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "hourly counter upsert failed: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * Account for rows (new events, priced): the governance counters, then the
+ * daily summaries, each key upserted once, in key order.  SPI must be
+ * connected.
  */
 void
 ut_summarize(SummaryRow *rows, int n)
@@ -219,6 +313,7 @@ ut_summarize(SummaryRow *rows, int n)
 	if (n == 0)
 		return;
 	qsort(rows, n, sizeof(SummaryRow), row_cmp);
+	count_usage(rows, n);
 	upsert_summaries(rows, n);
 }
 
@@ -232,7 +327,12 @@ ut_utc_day(TimestampTz ts)
 	return (DateADT) days;
 }
 
-/* SQL function: events_summarize() returns trigger */
+/*
+ * SQL function: events_summarize() returns trigger
+ *
+ * Statements that insert into usage_tracking.events (a DBA's INSERT, COPY,
+ * ingest when it cannot store directly) account for their rows here.
+ */
 Datum
 usage_tracking_events_summarize(PG_FUNCTION_ARGS)
 {
@@ -296,6 +396,7 @@ usage_tracking_events_summarize(PG_FUNCTION_ARGS)
 		r->cached = DatumGetInt32(slot->tts_values[a_cached - 1]);
 		created = DatumGetTimestampTz(slot->tts_values[a_created - 1]);
 		r->day = ut_utc_day(created);
+		r->created = created;
 		r->price = ut_price_lookup(r->model, created);
 	}
 	ExecDropSingleTupleTableSlot(slot);

@@ -69,6 +69,7 @@ typedef struct SummaryRow
 	char	   *source;
 	char	   *model;
 	DateADT		day;
+	TimestampTz created;
 	const PriceRow *price;		/* NULL when unpriced */
 	int64		prompt;
 	int64		completion;

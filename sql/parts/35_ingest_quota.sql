@@ -103,46 +103,11 @@ COMMENT ON FUNCTION @extschema@.quota_level(bigint, bigint, integer, integer, in
     'ok, warning, critical or blocked for used requests against a monthly limit (NULL: unlimited, always ok) and its thresholds in percent.';
 
 -- Counting stored events ------------------------------------------------------
-
-CREATE FUNCTION @extschema@.events_count_usage()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- Accounts first, then installations' hours, each in key order.
-    INSERT INTO @extschema@.quota_usage AS q (account_id, month, recorded, recorded_tokens)
-    SELECT i.account_id, date_trunc('month', e.created_at AT TIME ZONE 'UTC')::date,
-           count(*), sum(e.prompt_tokens::bigint + e.completion_tokens)
-      FROM new_events e
-      JOIN @extschema@.installations i ON i.install_id = e.install_id
-     GROUP BY 1, 2
-     ORDER BY 1, 2
-    ON CONFLICT (account_id, month) DO UPDATE
-       SET recorded = q.recorded + EXCLUDED.recorded,
-           recorded_tokens = q.recorded_tokens + EXCLUDED.recorded_tokens,
-           pending = greatest(q.pending - EXCLUDED.recorded, 0);
-
-    INSERT INTO @extschema@.hourly_usage AS h (install_id, hour, requests, tokens)
-    SELECT e.install_id, date_trunc('hour', e.created_at, 'UTC'),
-           count(*), sum(e.prompt_tokens::bigint + e.completion_tokens)
-      FROM new_events e
-     WHERE EXISTS (SELECT 1 FROM @extschema@.installations i WHERE i.install_id = e.install_id)
-     GROUP BY 1, 2
-     ORDER BY 1, 2
-    ON CONFLICT (install_id, hour) DO UPDATE
-       SET requests = h.requests + EXCLUDED.requests,
-           tokens = h.tokens + EXCLUDED.tokens;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION @extschema@.events_count_usage() IS
-    'Trigger: add the rows an INSERT put into usage_tracking.events to the monthly account counters (consuming pending admissions) and the hourly installation counters, in a fixed key order.';
-
-CREATE TRIGGER events_count_usage
-    AFTER INSERT ON @extschema@.events
-    REFERENCING NEW TABLE AS new_events
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.events_count_usage();
+-- quota_usage and hourly_usage are kept by the C code that accounts for new
+-- events (src/summary.c): ingest calls it directly, and the events_summarize
+-- statement trigger calls it for any other INSERT into usage_tracking.events.
+-- It takes accounts (month ascending), then installations' hours, then the
+-- daily keys, each in key order.
 
 -- The verdict -----------------------------------------------------------------
 
@@ -201,5 +166,4 @@ COMMENT ON FUNCTION @extschema@.ingest_quota(text, text, bigint, bigint, timesta
 REVOKE ALL ON FUNCTION @extschema@.window_shift(bigint[], timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.window_retry_after(bigint[], timestamptz, timestamptz, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.quota_level(bigint, bigint, integer, integer, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.events_count_usage() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.ingest_quota(text, text, bigint, bigint, timestamptz) FROM PUBLIC;

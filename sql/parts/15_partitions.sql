@@ -55,3 +55,24 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@._attach_partition(text, text, text, text, text) IS
     'Internal: create and attach one partition, moving its rows out of the default partition.';
+
+-- The partitions of parent with their bounds as ISO text (NULL for the
+-- default partition), read from the catalog rather than from partition
+-- names, in order.
+CREATE FUNCTION @extschema@._partitions(parent regclass)
+RETURNS TABLE (part regclass, lo text, hi text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+AS $$
+    SELECT c.oid::regclass,
+           (regexp_match(b.bound, 'FROM \(''([^'']*)''\)'))[1],
+           (regexp_match(b.bound, 'TO \(''([^'']*)''\)'))[1]
+      FROM pg_catalog.pg_inherits i
+      JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+     CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound) b
+     WHERE i.inhparent = parent
+     ORDER BY 3 NULLS FIRST;
+$$;
+COMMENT ON FUNCTION @extschema@._partitions(regclass) IS
+    'Internal: the partitions of a range-partitioned table with their lower and upper bounds as text; NULL bounds for the default partition.';

@@ -33,6 +33,7 @@ PG_FUNCTION_INFO_V1(usage_tracking_ingest);
 #define NUM_INSERT_ARGS 12
 
 static SPIPlanPtr install_plan = NULL;
+static SPIPlanPtr seen_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr quota_plan = NULL;
 
@@ -57,10 +58,10 @@ prepare_kept(const char *sql, int nargs, Oid *types)
 }
 
 /*
- * Look up an installation with its secrets, marking it seen at now.  The
- * update locks the installation row, so batches of one installation run one
- * after the other and take their locks in one order; if the request is then
- * refused, the error rolls the update back.
+ * Look up an installation with its secrets.  Nothing is locked: concurrent
+ * batches of one installation are kept apart by the unique index on events
+ * (an insert waits for another transaction inserting the same key) and take
+ * summary and counter rows in key order.
  */
 static bool
 fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
@@ -76,21 +77,19 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
 
 		install_plan = prepare_kept(
-									"UPDATE usage_tracking.installations i"
-									" SET first_seen_at = coalesce(i.first_seen_at, $2),"
-									" last_seen_at = greatest(i.last_seen_at, $2)"
-									" FROM usage_tracking.accounts a, usage_tracking.installation_secrets s"
-									" WHERE i.install_id = $1 AND a.account_id = i.account_id"
-									" AND s.install_id = i.install_id"
-									" RETURNING i.account_id, i.status <> 'active' OR a.status <> 'active',"
+									"SELECT i.account_id, i.status <> 'active' OR a.status <> 'active',"
 									" s.secret,"
-									" CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END",
+									" CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END"
+									" FROM usage_tracking.installations i"
+									" JOIN usage_tracking.accounts a USING (account_id)"
+									" JOIN usage_tracking.installation_secrets s USING (install_id)"
+									" WHERE i.install_id = $1",
 									2, types);
 	}
 	args[0] = CStringGetTextDatum(install_id);
 	args[1] = TimestampTzGetDatum(now);
-	ret = SPI_execute_plan(install_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_UPDATE_RETURNING)
+	ret = SPI_execute_plan(install_plan, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "installation lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
 		return false;
@@ -244,6 +243,35 @@ store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
 	}
 	ut_summarize(rows, nnew);
 	return nnew;
+}
+
+/*
+ * Record that the installation was seen at now, at one-minute resolution:
+ * the row is rewritten only when last_seen_at moves on by a minute or more.
+ */
+static void
+mark_seen(const char *install_id, TimestampTz now)
+{
+	Datum		args[2];
+	int			ret;
+
+	if (seen_plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
+
+		seen_plan = prepare_kept(
+								 "UPDATE usage_tracking.installations"
+								 " SET first_seen_at = coalesce(first_seen_at, $2),"
+								 " last_seen_at = $2"
+								 " WHERE install_id = $1"
+								 " AND (last_seen_at IS NULL OR last_seen_at <= $2 - interval '1 minute')",
+								 2, types);
+	}
+	args[0] = CStringGetTextDatum(install_id);
+	args[1] = TimestampTzGetDatum(now);
+	ret = SPI_execute_plan(seen_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "installation update failed: %s", SPI_result_code_string(ret));
 }
 
 /* The quota verdict, as text JSON, from usage_tracking.ingest_quota(). */
@@ -471,6 +499,9 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 
 	if (nvalid > 0)
 		inserted = store_events(batch.install_id, valid, nvalid, now, &new_tokens);
+	/* a post that stored nothing new writes nothing */
+	if (inserted > 0)
+		mark_seen(batch.install_id, now);
 	quota = MemoryContextStrdup(work,
 								quota_verdict(batch.install_id, inst.account_id,
 											  inserted, new_tokens, now));

@@ -4,9 +4,10 @@
 -- Ingested events record model calls that already happened: ingest never
 -- refuses them for quota or for their volume, it only counts them.  What
 -- ingest does rate-limit is the posting itself: an installation may post no
--- more batches in a sliding 5 minutes than its plan's rate_requests_5m (a
--- site that posted one batch per admitted call would stay inside it); the
--- next post is refused with UTR01 (HTTP 429) and nothing of it is written.
+-- more batches that store new events in a sliding 5 minutes than its plan's
+-- rate_requests_5m (a site that posted one batch per admitted call would stay
+-- inside it); the next post is refused with UTR01 (HTTP 429) and nothing of
+-- it is written.  A retry whose events are all stored already writes nothing.
 -- Generation calls are rate-limited before they happen, by authorize().
 --
 -- Lock order, the same on every path, so that no two transactions deadlock:
@@ -130,22 +131,26 @@ BEGIN
       FROM @extschema@.accounts a JOIN @extschema@.plans p USING (plan)
      WHERE a.account_id = ingest_quota.account_id;
 
-    -- Count this post; the installation row ingest holds serializes posts.
-    INSERT INTO @extschema@.ingest_windows AS w (install_id, minute, posts)
-    VALUES (ingest_quota.install_id, m, '{1,0,0,0,0}')
-    ON CONFLICT ON CONSTRAINT ingest_windows_pkey DO UPDATE
-       SET minute = greatest(w.minute, EXCLUDED.minute),
-           posts = (SELECT ARRAY[s[1] + 1] || s[2:5]
-                      FROM @extschema@.window_shift(w.posts, w.minute, EXCLUDED.minute) AS s)
-    RETURNING w.minute, w.posts INTO wmin, posts;
-    total := (SELECT sum(x) FROM unnest(posts) x);
-    IF total > pl.rate_requests_5m THEN
-        RAISE EXCEPTION 'rate limited: more than % batches in 5 minutes', pl.rate_requests_5m
-            USING ERRCODE = 'UTR01',
-                  DETAIL = jsonb_build_object('retry_after_s',
-                               @extschema@.window_retry_after(posts, wmin, now,
-                                                              total - pl.rate_requests_5m))::text,
-                  HINT = 'Post the same events again after retry_after_s seconds.';
+    -- Count this post when it stored something.  A post whose events were
+    -- all stored before (a retry) writes nothing at all, so it is neither
+    -- counted nor limited: it costs a read and answers the same event_ids.
+    IF new_requests > 0 THEN
+        INSERT INTO @extschema@.ingest_windows AS w (install_id, minute, posts)
+        VALUES (ingest_quota.install_id, m, '{1,0,0,0,0}')
+        ON CONFLICT ON CONSTRAINT ingest_windows_pkey DO UPDATE
+           SET minute = greatest(w.minute, EXCLUDED.minute),
+               posts = (SELECT ARRAY[s[1] + 1] || s[2:5]
+                          FROM @extschema@.window_shift(w.posts, w.minute, EXCLUDED.minute) AS s)
+        RETURNING w.minute, w.posts INTO wmin, posts;
+        total := (SELECT sum(x) FROM unnest(posts) x);
+        IF total > pl.rate_requests_5m THEN
+            RAISE EXCEPTION 'rate limited: more than % batches in 5 minutes', pl.rate_requests_5m
+                USING ERRCODE = 'UTR01',
+                      DETAIL = jsonb_build_object('retry_after_s',
+                                   @extschema@.window_retry_after(posts, wmin, now,
+                                                                  total - pl.rate_requests_5m))::text,
+                      HINT = 'Post the same events again after retry_after_s seconds.';
+        END IF;
     END IF;
 
     SELECT q.recorded + q.pending INTO used

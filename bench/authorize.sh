@@ -65,6 +65,7 @@ percentiles() {
           printf "%d %.3f %.3f %.3f\n", NR, v[i50] / 1000, v[i99] / 1000, v[NR] / 1000 }'
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 ut_log "warming up"
 pgbench -n -M prepared -c 2 -j 2 -T 5 -f "$WORK/authorize.sql" authbench >/dev/null
 warm=$("${PSQL[@]}" -Atc "SELECT sum(admitted) FROM usage_tracking.quota_usage")
@@ -83,6 +84,12 @@ for c in $CLIENTS; do
   [ "$verdict" = PASS ] || fail=1
   results+=("$(printf '| %s | %s | %s | %s | %s | %s | %s |' "$c" "$calls" "$tps" "$p50" "$p99" "$max" "$verdict")")
 done
+# The floor on this machine: an empty transaction, one client.
+echo 'SELECT 1;' >"$WORK/floor.sql"
+rm -f "$WORK"/pgbench_log.*
+(cd "$WORK" && pgbench -n -M prepared -c 1 -j 1 -T "$SECS" -l -f "$WORK/floor.sql" authbench >/dev/null)
+read -r fcalls fp50 fp99 fmax < <(percentiles "$WORK"/pgbench_log.*)
+results+=("$(printf '| 1, SELECT 1 (floor) | %s | | %s | %s | %s | |' "$fcalls" "$fp50" "$fp99" "$fmax")")
 admitted=$("${PSQL[@]}" -Atc "SELECT sum(admitted) FROM usage_tracking.quota_usage")
 refused=$((total - (admitted - warm)))
 
@@ -103,6 +110,7 @@ race_ok=$("${PSQL[@]}" -Atc "SELECT count(*) FILTER (WHERE allowed) = 50 AND (SE
 [ "$race_ok" = t ] || fail=1
 
 echo
+echo "load average before the run: $LOAD_BEFORE"
 echo "authorize() at $INSTALLS installations ($(nproc) CPUs, PostgreSQL $(pg_config --version | awk '{print $2}'), ${SECS} s per row, one call per transaction, commit included):"
 echo
 echo "| clients | calls | tps | p50 ms | p99 ms | max ms | p99 < ${TARGET} ms |"

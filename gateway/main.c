@@ -168,13 +168,18 @@ main(int argc, char **argv)
 	if (live == 0)
 		fprintf(stderr, "usage-gateway: the database is not reachable yet; answering 503 until it is\n");
 
-	daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
-							  MHD_USE_ERROR_LOG,
+	/*
+	 * One thread per connection: a handler blocks on the database, and must
+	 * not hold up other clients that happen to share its thread.  The
+	 * database pool, not the thread count, bounds the concurrency.
+	 */
+	daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+							  MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG,
 							  0, NULL, NULL, http_handle, NULL,
 							  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
-							  MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) gw_cfg.pool_size,
+							  MHD_OPTION_THREAD_STACK_SIZE, (size_t) 512 * 1024,
 							  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) gw_cfg.client_timeout_s,
-							  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 1000,
+							  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 512,
 							  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
 							  MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL,
 							  MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,

@@ -305,7 +305,8 @@ BEGIN
                                    WHEN (e.value->>'created_at')::timestamptz < now - interval '90 days' THEN
                                        'created_at is older than the event retention'
                                    END AS err
-                              FROM jsonb_array_elements(doc->'events') WITH ORDINALITY e) x) r) c;
+                              FROM jsonb_array_elements(doc->'events') WITH ORDINALITY e
+                            OFFSET 0) x) r) c;  -- OFFSET 0: check each event once
 
     UPDATE plpgsql_ingest.installations i
        SET first_seen_at = coalesce(i.first_seen_at, now),

@@ -6,7 +6,8 @@
 # to bench/RESULTS.md.
 #
 # Knobs (environment):
-#   BENCH_SECONDS=20        length of each ingest measurement (50-event batches)
+#   BENCH_SECONDS=15        length of each ingest measurement (50-event batches)
+#   BENCH_ROUNDS=3          the implementations take turns, in this many slices
 #   BENCH_BIG_SECONDS=      length of each 1000-event measurement (default BENCH_SECONDS)
 #   BENCH_CLIENTS=2         pgbench clients (and threads)
 #   BENCH_INSTALLS=200      installations the batches are spread over
@@ -14,6 +15,9 @@
 #   BENCH_MEM_EVENTS=10     events per batch in the memory test
 #   BENCH_READ_EVENTS=5000000 events stored for the read test (0: skip)
 #   BENCH_READ_INSTALLS=10000 installations for the read test
+#   BENCH_READ_SECONDS=10   length of each read measurement
+#   BENCH_EXPORT_ROWS=200000  rows for bench/export_memory.sh
+#   AUTH_SECONDS=           length of each bench/authorize.sh measurement (default BENCH_SECONDS)
 #   BENCH_SECTIONS="ingest big memory reads extra"  what to run
 #   BENCH_RESULTS=bench/RESULTS.md  where to write the table ('' : nowhere)
 set -euo pipefail
@@ -23,7 +27,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 . tools/lib.sh
 
-SECS=${BENCH_SECONDS:-20}
+SECS=${BENCH_SECONDS:-15}
+ROUNDS=${BENCH_ROUNDS:-3}
 BIG_SECS=${BENCH_BIG_SECONDS:-$SECS}
 CLIENTS=${BENCH_CLIENTS:-2}
 INSTALLS=${BENCH_INSTALLS:-200}
@@ -108,6 +113,12 @@ statement() {  # statement IMPL KIND SEQNAME
       echo "SELECT usage_tracking.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p WHERE $pick;" ;;
     plpgsql)
       echo "SELECT plpgsql_ingest.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p WHERE $pick;" ;;
+    resend)
+      # The batches the project has stored so far, sent again, in a cycle:
+      # every event a duplicate.
+      echo "SELECT usage_tracking.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p" \
+           "WHERE p.kind = '$kind' AND p.id = (SELECT (nextval('bench.\"seq_$seq\"') - 1)" \
+           "% $(seq_value "project_$kind") + 1);" ;;
     floor)
       # The body is parsed once (a MATERIALIZED CTE), as a competent user would.
       echo "WITH b AS MATERIALIZED (SELECT p.body::jsonb AS d FROM bench.pool p WHERE $pick)"\
@@ -137,10 +148,9 @@ pgbench_tps() {
   printf '%.1f' "$tps"
 }
 
-# measure IMPL KIND SECONDS — batches/s of IMPL on fresh batches of KIND.
+# measure IMPL KIND SECONDS — MEASURED: batches/s of IMPL on fresh batches of KIND.
 # Every transaction takes the next batch from the pool by a sequence; if the
 # pool ran dry the run is repeated with a larger pool.
-declare -A TPS
 measure() {
   local impl=$1 kind=$2 secs=$3 name="${1}_$2" script tps before after attempt
   q "CREATE SEQUENCE IF NOT EXISTS bench.\"seq_$name\"" >/dev/null
@@ -148,20 +158,39 @@ measure() {
   statement "$impl" "$kind" "$name" >"$script"
   for attempt in 1 2 3; do
     before=$(seq_value "$name")
-    ensure_pool "$kind" $(( before + (secs * ${GUESS[$kind]} * 12) / 10 + 100 ))
+    [ "$impl" = resend ] || ensure_pool "$kind" $(( before + (secs * ${GUESS[$kind]} * 12) / 10 + 100 ))
     ut_log "ingest: $impl, $kind batches, ${secs}s"
     tps=$(pgbench_tps "$name" "$script" "$secs") || exit 1
     after=$(seq_value "$name")
-    if [ "$after" -le "$(pool_size "$kind")" ]; then
+    if [ "$impl" = resend ] || [ "$after" -le "$(pool_size "$kind")" ]; then
       break
     fi
     ut_log "the pool ran out; again with a larger one"
     GUESS[$kind]=$(( ${GUESS[$kind]} * 3 ))
   done
-  awk -v t="$tps" -v g="${GUESS[$kind]}" 'BEGIN { exit !(t * 1.3 > g) }' \
+  [ "$impl" != resend ] && awk -v t="$tps" -v g="${GUESS[$kind]}" 'BEGIN { exit !(t * 1.3 > g) }' \
     && GUESS[$kind]=$(awk -v t="$tps" 'BEGIN { printf "%d", t * 1.3 }')
-  TPS[$name]=$tps
-  echo "$tps"
+  MEASURED=$tps
+}
+
+# compare KIND SECONDS IMPL... — TPS[IMPL_KIND]: the implementations take
+# turns, ROUNDS rounds of SECONDS/ROUNDS each, so that a change in the
+# machine's load hits them alike; the result is the mean over the rounds.
+declare -A TPS
+compare() {
+  local kind=$1 secs=$2 impl round slice
+  shift 2
+  slice=$(( secs / ROUNDS > 0 ? secs / ROUNDS : 1 ))
+  declare -A sum=()
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for impl in "$@"; do
+      measure "$impl" "$kind" "$slice"
+      sum[$impl]=$(awk -v a="${sum[$impl]:-0}" -v b="$MEASURED" 'BEGIN { print a + b }')
+    done
+  done
+  for impl in "$@"; do
+    TPS[${impl}_$kind]=$(awk -v a="${sum[$impl]}" -v r="$ROUNDS" 'BEGIN { printf "%.1f", a / r }')
+  done
 }
 
 # ---------------------------------------------------------------- settings
@@ -177,21 +206,8 @@ CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 
 # ---------------------------------------------------------------- (a) ingest
 if [[ $SECTIONS == *" ingest "* ]]; then
-  for kind in real adv; do
-    for impl in floor plpgsql project; do
-      measure "$impl" "$kind" "$SECS" >/dev/null
-    done
-  done
-  # Resend: the batches the project has just stored, sent again (every
-  # event a duplicate), cycling over them.
-  sent=$(seq_value project_real)
-  q "CREATE SEQUENCE bench.seq_resend" >/dev/null
-  echo "SELECT usage_tracking.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p" \
-       "WHERE p.kind = 'real' AND p.id = (SELECT (nextval('bench.seq_resend') - 1) % $sent + 1);" \
-       >"$WORK/resend.sql"
-  ut_log "ingest: project, resending $sent stored batches, ${SECS}s"
-  TPS[resend]=$(pgbench_tps resend "$WORK/resend.sql" "$SECS") || exit 1
-
+  compare real "$SECS" floor plpgsql project resend
+  compare adv "$SECS" floor plpgsql project
   # Every batch was stored whole, and the summaries add up to the events.
   for impl in project plpgsql floor; do
     case $impl in
@@ -227,15 +243,13 @@ if [[ $SECTIONS == *" ingest "* ]]; then
   result "(a) ratios" "project / PL/pgSQL, adversarial" "${r}×" "≥ 1.5" "$(verdict "$r" 1.5)"
   r=$(ratio "${TPS[project_adv]}" "${TPS[floor_adv]}")
   result "(a) ratios" "project / plain INSERT floor, adversarial" "${r}×"
-  r=$(ratio "${TPS[resend]}" "${TPS[project_real]}")
-  result "(a) ratios" "duplicate resend / first send (${TPS[resend]} batches/s)" "${r}×" "≥ 3.0" "$(verdict "$r" 3.0)"
+  r=$(ratio "${TPS[resend_real]}" "${TPS[project_real]}")
+  result "(a) ratios" "duplicate resend / first send (${TPS[resend_real]} batches/s)" "${r}×" "≥ 3.0" "$(verdict "$r" 3.0)"
 fi
 
 # ---------------------------------------------------------------- (a) 1000-event batches
 if [[ $SECTIONS == *" big "* ]]; then
-  for impl in floor plpgsql project; do
-    measure "$impl" big "$BIG_SECS" >/dev/null
-  done
+  compare big "$BIG_SECS" floor plpgsql project
   for impl in project plpgsql floor; do
     result "(a) ingest, 1000-event batches, realistic" "$impl" \
       "${TPS[${impl}_big]} batches/s ($(awk -v t="${TPS[${impl}_big]}" 'BEGIN { printf "%.0f", t * 1000 }') events/s)"
@@ -244,6 +258,132 @@ if [[ $SECTIONS == *" big "* ]]; then
   result "(a) ratios" "project / PL/pgSQL, 1000-event batches" "${r}×"
   r=$(ratio "${TPS[project_big]}" "${TPS[floor_big]}")
   result "(a) ratios" "project / plain INSERT floor, 1000-event batches" "${r}×"
+fi
+
+# pgbench_latency NAME SCRIPT SECONDS CLIENTS DB — "avg_ms p99_ms tps" of a
+# pgbench run, from its per-transaction log.
+pgbench_latency() {
+  local name=$1 script=$2 secs=$3 c=$4 db=$5 log=$WORK/$1.log
+  rm -f "$WORK/lat_$name".*
+  if ! pgbench -n -M prepared -c "$c" -j "$c" -T "$secs" -l --log-prefix="$WORK/lat_$name" \
+         -f "$script" "$db" >"$log" 2>&1 || grep -q 'aborted' "$log"; then
+    cat "$log" >&2
+    echo "pgbench run $name failed" >&2
+    return 1
+  fi
+  cat "$WORK/lat_$name".* | awk '{ print $3 }' | sort -n | awk -v secs="$secs" '
+    { v[NR] = $1; sum += $1 }
+    END { i = int(NR * 0.99); if (i < 1) i = 1
+          printf "%.2f %.2f %.1f\n", sum / NR / 1000, v[i] / 1000, NR / secs }'
+}
+
+# ---------------------------------------------------------------- (e) memory
+# One session ingests MEM_INGESTS new batches; its backend samples its own
+# memory (/proc status and its memory contexts) every tenth of the way.
+if [[ $SECTIONS == *" memory "* ]] && [ "$MEM_INGESTS" -gt 0 ]; then
+  ensure_pool mem "$MEM_INGESTS"
+  q "CREATE SEQUENCE bench.seq_mem" >/dev/null
+  step=$(( MEM_INGESTS / 10 > 0 ? MEM_INGESTS / 10 : 1 ))
+  cat >"$WORK/memory.sql" <<SQL
+SELECT nextval('bench.seq_mem') AS n \gset
+SELECT usage_tracking.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p WHERE p.kind = 'mem' AND p.id = :n;
+\if :n % $step = 0
+SELECT bench.sample_memory(:n);
+\endif
+SQL
+  ut_log "memory: $MEM_INGESTS ingests of $MEM_EVENTS-event batches in one session"
+  # synchronous_commit off for this session only: the test is about memory,
+  # not commit latency.
+  if ! PGOPTIONS='-c synchronous_commit=off' pgbench -n -M prepared -c 1 -j 1 -t "$MEM_INGESTS" \
+         -f "$WORK/memory.sql" bench >"$WORK/memory.log" 2>&1 || grep -q 'aborted' "$WORK/memory.log"; then
+    cat "$WORK/memory.log" >&2
+    echo "memory run failed" >&2
+    exit 1
+  fi
+  read -r first_n first_anon first_ctx <<<"$(q "SELECT ingests, rss_anon_kb, contexts_bytes FROM bench.memory ORDER BY ingests LIMIT 1" | tr '|' ' ')"
+  read -r last_n last_anon last_ctx last_rss last_hwm <<<"$(q "SELECT ingests, rss_anon_kb, contexts_bytes, vm_rss_kb, vm_hwm_kb FROM bench.memory ORDER BY ingests DESC LIMIT 1" | tr '|' ' ')"
+  curve=$(q "SELECT string_agg((rss_anon_kb / 1024.0)::numeric(10,1)::text, ' ' ORDER BY ingests) FROM bench.memory")
+  grow_anon=$(( last_anon - first_anon ))
+  grow_ctx=$(( last_ctx - first_ctx ))
+  result "(e) memory, one backend" "private memory (RssAnon) after $first_n → $last_n ingests" \
+    "$((first_anon / 1024)) → $((last_anon / 1024)) MiB (every tenth: $curve)" "≤ 64 MiB" \
+    "$([ "$last_anon" -le $((64 * 1024)) ] && echo PASS || echo FAIL)"
+  result "(e) memory, one backend" "growth of RssAnon, $first_n → $last_n ingests" "$grow_anon KiB" "≤ 2048 KiB" \
+    "$([ "$grow_anon" -le 2048 ] && echo PASS || echo FAIL)"
+  result "(e) memory, one backend" "growth of memory contexts, $first_n → $last_n ingests" "$grow_ctx bytes" "≤ 65536 bytes" \
+    "$([ "$grow_ctx" -le 65536 ] && echo PASS || echo FAIL)"
+  result "(e) memory, one backend" "VmRSS / VmHWM at the end (include shared buffers touched)" \
+    "$((last_rss / 1024)) / $((last_hwm / 1024)) MiB"
+fi
+
+# ---------------------------------------------------------------- (c) reads
+if [[ $SECTIONS == *" reads "* ]] && [ "$READ_EVENTS" -gt 0 ]; then
+  READ_SECS=${BENCH_READ_SECONDS:-10}
+  "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench_reads" >/dev/null
+  "${PSQL[@]}" -d bench_reads -c "CREATE EXTENSION pgcrypto" -c "CREATE EXTENSION usage_tracking" >/dev/null
+  "${PSQL[@]}" -d bench_reads -v t0="$T0" -v installs="$READ_INSTALLS" -f bench/reads_setup.sql >/dev/null
+  per_day=$(( (READ_EVENTS + 89) / 90 ))
+  ut_log "reads: loading $READ_EVENTS events over 90 days and $READ_INSTALLS installations"
+  load_days() { local d; for d in "$@"; do DB=bench_reads q "SELECT bench.load_day($d, $per_day)" >/dev/null; done; }
+  load_days $(seq 0 2 89) &
+  load_days $(seq 1 2 89)
+  wait
+  DB=bench_reads q "VACUUM ANALYZE" >/dev/null
+  stored=$(DB=bench_reads q "SELECT count(*) FROM usage_tracking.events")
+  keys=$(DB=bench_reads q "SELECT count(*) FROM usage_tracking.daily")
+  inst1=$(DB=bench_reads q "SELECT install_id FROM bench.installs WHERE n = 1")
+  d_to=$(date -u -d "$T0" +%F)
+  d_from=$(date -u -d "$T0 - 89 days" +%F)
+  result "(c) reads" "data" "$stored events, $keys daily rows, $READ_INSTALLS installations"
+
+  if [ -n "$(DB=bench_reads q "SELECT to_regprocedure('usage_tracking.usage_summary(text, date, date, text)')")" ]; then
+    echo "SELECT count(*) FROM usage_tracking.usage_summary('$inst1', '$d_from', '$d_to', 'day');" >"$WORK/summary.sql"
+    ut_log "reads: usage_summary, ${READ_SECS}s"
+    read -r avg p99 tps <<<"$(pgbench_latency summary "$WORK/summary.sql" "$READ_SECS" 1 bench_reads)" || exit 1
+    plan=$(DB=bench_reads q "EXPLAIN (COSTS OFF) SELECT * FROM usage_tracking.usage_summary('$inst1', '$d_from', '$d_to', 'day')")
+    if grep -q 'events' <<<"$plan"; then raw="reads raw events"
+    elif grep -q 'Function Scan' <<<"$plan"; then raw="plan not visible"
+    else raw="reads summaries only"; fi
+    result "(c) reads" "usage_summary, one installation, 90 days by day ($raw)" "avg $avg ms, p99 $p99 ms ($tps/s, 1 client)" \
+      "no raw events" "$([ "$raw" = "reads raw events" ] && echo FAIL || echo PASS)"
+  else
+    result "(c) reads" "usage_summary" "not available"
+  fi
+  if [ -n "$(DB=bench_reads q "SELECT to_regprocedure('usage_tracking.installations(date, date)')")" ]; then
+    echo "SELECT count(*) FROM usage_tracking.installations('$(date -u -d "$T0 - 29 days" +%F)', '$d_to');" >"$WORK/installations.sql"
+    ut_log "reads: installations(), ${READ_SECS}s"
+    read -r avg p99 tps <<<"$(pgbench_latency installations "$WORK/installations.sql" "$READ_SECS" 1 bench_reads)" || exit 1
+    result "(c) reads" "installations(), $READ_INSTALLS installations, last 30 days" "avg $avg ms, p99 $p99 ms ($tps/s, 1 client)"
+  else
+    result "(c) reads" "installations()" "not available"
+  fi
+fi
+
+# ---------------------------------------------------------------- other parts
+# bench/http.sh, retention.sh, authorize.sh and export_memory.sh measure the
+# parts of the product they name, each on its own throwaway cluster.  Their
+# standard output goes into the report under the table, verbatim; a script
+# that fails, or prints FAIL, counts as a missed target.
+EXTRA=$WORK/extra.md
+: >"$EXTRA"
+if [[ $SECTIONS == *" extra "* ]]; then
+  for part in http retention authorize export_memory; do
+    [ -f "bench/$part.sh" ] || continue
+    ut_log "running bench/$part.sh"
+    rc=0
+    AUTH_SECONDS=${AUTH_SECONDS:-$SECS} BENCH_SECONDS=$SECS BENCH_T0=$T0 \
+      bash "bench/$part.sh" $([ "$part" = export_memory ] && echo "${BENCH_EXPORT_ROWS:-200000}") \
+      >"$WORK/$part.out" 2>"$WORK/$part.err" || rc=$?
+    if [ $rc -ne 0 ]; then
+      tail -20 "$WORK/$part.err" >&2
+      result "other parts" "bench/$part.sh" "failed (exit status $rc)" "runs" "FAIL"
+    elif grep -qw FAIL "$WORK/$part.out"; then
+      result "other parts" "bench/$part.sh (below)" "a target missed" "all PASS" "FAIL"
+    else
+      result "other parts" "bench/$part.sh (below)" "ran"
+    fi
+    { echo; echo "bench/$part.sh:"; echo; grep -v '^==>' "$WORK/$part.out" | sed '/./,$!d'; } >>"$EXTRA"
+  done
 fi
 
 # ---------------------------------------------------------------- table
@@ -256,12 +396,14 @@ TABLE=$WORK/table.md
   awk -F'\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$RES"
   echo
   echo "Machine: $CPUS cores ($CPU_MODEL), $MEM RAM. Clients: $CLIENTS (pgbench -n -M prepared -c $CLIENTS -j $CLIENTS)," \
-       "$SECS s per 50-event measurement, $BIG_SECS s per 1000-event measurement, $INSTALLS installations," \
+       "$SECS s per 50-event measurement and $BIG_SECS s per 1000-event one, the implementations taking turns in $ROUNDS slices," \
+       "$INSTALLS installations," \
        "realistic batches: ${KEYS_REAL:-?} summary keys per batch on average (adversarial: 50)."
   echo
   echo "Settings: $SETTINGS (otherwise initdb defaults; a CHECKPOINT before each measurement)."
   echo
   echo "Command: \`make bench\` (bench/run.sh); run time ${ELAPSED} s; $(date -u '+%Y-%m-%d %H:%M UTC')."
+  cat "$EXTRA"
 } >"$TABLE"
 
 echo

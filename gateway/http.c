@@ -1156,6 +1156,10 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		status = 408;
 	else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0)
 		status = 499;
+	/* The path is percent-decoded: keep control bytes out of the log. */
+	for (char *p = rq->path; *p; p++)
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+			*p = '?';
 	t = time(NULL);
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);

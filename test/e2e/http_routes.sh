@@ -216,6 +216,8 @@ is "$STATUS" 404 "no way out of the dashboard directory"
 grep -q "POST /api/usage/event 200 .*install=$IA" "$GW_LOG"; ok $? "the access log has method, path, status, duration and install id"
 ! grep -qF "$ING_A" "$GW_LOG" && ! grep -qF "$JWT_SECRET" "$GW_LOG" && ! grep -qF "$SA" "$GW_LOG"
 ok $? "the access log holds no token and no secret"
+req GET "/api/usage/x%0A2026-01-01T00:00:00Z%20POST%20/forged%20200"
+! grep -q '^2026-01-01T00:00:00Z POST /forged' "$GW_LOG"; ok $? "a newline in the path cannot forge a log line"
 n0=$(wc -l <"$GW_LOG")
 for p in /healthz /rpc/summary /api/usage/summary /nowhere /dashboard; do req GET "$p" -H "Authorization: Bearer $READER_A"; done
 sleep 0.2

@@ -108,10 +108,14 @@ CREATE TABLE @extschema@.events (
     context               jsonb CHECK (jsonb_typeof(context) = 'object'),
     created_at            timestamptz NOT NULL,
     received_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    voided_at             timestamptz,
     PRIMARY KEY (install_id, event_id, created_at)
 ) PARTITION BY RANGE (created_at);
 COMMENT ON TABLE @extschema@.events IS
     'Raw usage events, one partition per UTC day of created_at; idempotent on (install_id, event_id).';
+
+COMMENT ON COLUMN @extschema@.events.voided_at IS
+    'When void_event() voided the event: it no longer counts in daily, usage_events, list_events or export_csv, and a resend stays a duplicate.';
 
 CREATE TABLE @extschema@.events_default PARTITION OF @extschema@.events DEFAULT;
 

@@ -214,8 +214,9 @@ SELECT e.install_id, e.event_id, e.wp_user_id_hash, e.source, e.model,
        e.prompt_tokens, e.completion_tokens, e.cached_prompt_tokens,
        e.prompt_tokens::bigint + e.completion_tokens AS total_tokens,
        e.request_id, e.context, e.created_at, e.received_at
-  FROM @extschema@.events e;
-COMMENT ON VIEW @extschema@.usage_events IS 'Raw usage events as the sites sent them.';
+  FROM @extschema@.events e
+ WHERE e.voided_at IS NULL;
+COMMENT ON VIEW @extschema@.usage_events IS 'Raw usage events as the sites sent them, without voided events.';
 
 CREATE VIEW @extschema@.daily_usage WITH (security_invoker = true) AS
 SELECT i.account_id, d.install_id, d.usage_date, d.wp_user_id_hash, d.source, d.model,

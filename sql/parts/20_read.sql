@@ -200,6 +200,7 @@ SELECT p.install_id, p.event_id, p.wp_user_id_hash, p.source, p.model,
                 < ((SELECT k.received_at FROM k), (SELECT k.event_id FROM k), (SELECT k.created_at FROM k))
             AND e.created_at >= coalesce(list_events.date_from, '-infinity')
             AND e.created_at < coalesce(list_events.date_to, 'infinity')
+            AND e.voided_at IS NULL
           ORDER BY e.received_at DESC, e.event_id DESC, e.created_at DESC
           LIMIT @extschema@._check_lim(list_events.lim))
         UNION ALL
@@ -211,6 +212,7 @@ SELECT p.install_id, p.event_id, p.wp_user_id_hash, p.source, p.model,
                    (SELECT k.event_id FROM k), (SELECT k.created_at FROM k))
             AND e.created_at >= coalesce(list_events.date_from, '-infinity')
             AND e.created_at < coalesce(list_events.date_to, 'infinity')
+            AND e.voided_at IS NULL
           ORDER BY e.received_at DESC, e.install_id DESC, e.event_id DESC, e.created_at DESC
           LIMIT @extschema@._check_lim(list_events.lim))) p
  ORDER BY p.received_at DESC, p.install_id DESC, p.event_id DESC, p.created_at DESC
@@ -313,7 +315,8 @@ UNION ALL
   WHERE @extschema@._export_kind(export_csv.kind, export_csv.date_from, export_csv.date_to) = 'events'
     AND (e.install_id = export_csv.install_id OR export_csv.install_id IS NULL)
     AND e.created_at >= coalesce(export_csv.date_from, '-infinity'::date)::timestamp AT TIME ZONE 'UTC'
-    AND e.created_at < (coalesce(export_csv.date_to, 'infinity'::date) + 1)::timestamp AT TIME ZONE 'UTC')
+    AND e.created_at < (coalesce(export_csv.date_to, 'infinity'::date) + 1)::timestamp AT TIME ZONE 'UTC'
+    AND e.voided_at IS NULL)
 $$;
 COMMENT ON FUNCTION @extschema@.export_csv(text, text, date, date) IS
     'CSV export, one RFC 4180 record per row, the header first: kind ''daily'' (the daily_usage columns) or ''events'' (the usage_events columns, times in UTC), of one installation or every one the caller may see, for the UTC days date_from to date_to (both included). Streams: use it as COPY (SELECT * FROM usage_tracking.export_csv(...)) TO STDOUT.';

@@ -28,11 +28,7 @@ CREATE INDEX maintenance_log_job_idx ON @extschema@.maintenance_log (job, starte
 COMMENT ON TABLE @extschema@.maintenance_log IS
     'One row per run of run_maintenance, reconcile and reprice with what it did; run_maintenance keeps 400 days of it.';
 
--- Voided events: the events table marks them, this table is the audit trail.
-ALTER TABLE @extschema@.events ADD COLUMN voided_at timestamptz;
-COMMENT ON COLUMN @extschema@.events.voided_at IS
-    'When void_event() voided the event: it no longer counts in daily or usage_events, and a resend stays a duplicate.';
-
+-- Voided events: events.voided_at marks them, this table is the audit trail.
 CREATE TABLE @extschema@.event_voids (
     install_id            text NOT NULL,
     event_id              text NOT NULL,
@@ -68,17 +64,6 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.maintenance_state', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.maintenance_log', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.event_voids', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.erasure_log', '');
-
--- Voided events are not usage.
-CREATE OR REPLACE VIEW @extschema@.usage_events WITH (security_invoker = true) AS
-SELECT e.install_id, e.event_id, e.wp_user_id_hash, e.source, e.model,
-       e.prompt_tokens, e.completion_tokens, e.cached_prompt_tokens,
-       e.prompt_tokens::bigint + e.completion_tokens AS total_tokens,
-       e.request_id, e.context, e.created_at, e.received_at
-  FROM @extschema@.events e
- WHERE e.voided_at IS NULL;
-COMMENT ON VIEW @extschema@.usage_events IS
-    'Raw usage events as the sites sent them, without voided events.';
 
 -- Pricing in SQL -------------------------------------------------------------
 

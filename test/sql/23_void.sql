@@ -59,5 +59,11 @@ SELECT m.try(format('SELECT usage_tracking.void_event(%L, %L, NULL)::text', m.in
 -- Installation 2 cannot void installation 1's event by its id.
 SELECT m.try(format('SELECT usage_tracking.void_event(%L, %L, %L)::text', m.inst(2), 'evt_v2', 'x')) AS other_installation;
 SELECT count(*) AS drift FROM m.drift;
+-- Voided events are in no read of raw events.
+SELECT event_id FROM usage_tracking.usage_events WHERE install_id = m.inst(1) AND event_id LIKE 'evt_v%' ORDER BY 1;
+SELECT event_id FROM usage_tracking.list_events(m.inst(1), lim => 1000) WHERE event_id LIKE 'evt_v%' ORDER BY 1;
+SELECT count(*) FILTER (WHERE line LIKE '%evt_v1%' OR line LIKE '%evt_v3%' OR line LIKE '%evt_v5%') AS voided_lines,
+       count(*) FILTER (WHERE line LIKE '%evt_v2%' OR line LIKE '%evt_v4%') AS kept_lines
+  FROM usage_tracking.export_csv('events', m.inst(1)) AS line;
 DROP VIEW v_daily;
 \c contrib_regression

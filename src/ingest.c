@@ -247,7 +247,8 @@ store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
 
 /*
  * Record that the installation was seen at now, at one-minute resolution:
- * the row is rewritten only when last_seen_at moves on by a minute or more.
+ * the row is rewritten (and locked) only when last_seen_at moves on by a
+ * minute or more, so a retry within the minute writes nothing.
  */
 static void
 mark_seen(const char *install_id, TimestampTz now)
@@ -497,11 +498,15 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 		nvalid = kept;
 	}
 
+	/*
+	 * The installation row first, as void_event() takes it: then counters
+	 * and summaries, in key order.
+	 */
 	if (nvalid > 0)
-		inserted = store_events(batch.install_id, valid, nvalid, now, &new_tokens);
-	/* a post that stored nothing new writes nothing */
-	if (inserted > 0)
+	{
 		mark_seen(batch.install_id, now);
+		inserted = store_events(batch.install_id, valid, nvalid, now, &new_tokens);
+	}
 	quota = MemoryContextStrdup(work,
 								quota_verdict(batch.install_id, inst.account_id,
 											  inserted, new_tokens, now));

@@ -457,6 +457,20 @@ BEGIN
     UPDATE @extschema@.events e SET voided_at = at
      WHERE e.install_id = ev.install_id AND e.event_id = ev.event_id AND e.created_at = ev.created_at;
 
+    -- The governance counters, in ingest's lock order: account month, then
+    -- installation hour, then the daily row.
+    UPDATE @extschema@.quota_usage q SET
+        recorded = greatest(q.recorded - 1, 0),
+        recorded_tokens = greatest(q.recorded_tokens - ev.prompt_tokens - ev.completion_tokens, 0)
+     WHERE q.account_id = (SELECT i.account_id FROM @extschema@.installations i
+                            WHERE i.install_id = ev.install_id)
+       AND q.month = date_trunc('month', ev.created_at AT TIME ZONE 'UTC')::date;
+    UPDATE @extschema@.hourly_usage h SET
+        requests = greatest(h.requests - 1, 0),
+        tokens = greatest(h.tokens - ev.prompt_tokens - ev.completion_tokens, 0)
+     WHERE h.install_id = ev.install_id
+       AND h.hour = date_trunc('hour', ev.created_at, 'UTC');
+
     UPDATE @extschema@.daily d SET
         total_requests = d.total_requests - 1,
         prompt_tokens = d.prompt_tokens - ev.prompt_tokens,

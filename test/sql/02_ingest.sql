@@ -63,7 +63,7 @@ SELECT count(*) AS drifting_rows FROM t.drift;
 SELECT model, sum(total_requests) AS requests, sum(unpriced_requests) AS unpriced,
        sum(estimated_cost_usd) AS cost
   FROM usage_tracking.daily GROUP BY model ORDER BY model;
--- last_seen_at: a resend that stored nothing leaves it; new events move it.
+-- last_seen_at follows the site's posts (a retry too), at one-minute resolution.
 SELECT last_seen_at FROM usage_tracking.installations WHERE install_id = :inst;
 SELECT t.post(t.batch(:inst, jsonb_build_array(t.event('evt_e1', '2025-11-03 12:05:00+00'))),
               :secret, :now::timestamptz + interval '10 minutes')->'received' AS received;

@@ -59,6 +59,17 @@ SELECT m.try(format('SELECT usage_tracking.void_event(%L, %L, NULL)::text', m.in
 -- Installation 2 cannot void installation 1's event by its id.
 SELECT m.try(format('SELECT usage_tracking.void_event(%L, %L, %L)::text', m.inst(2), 'evt_v2', 'x')) AS other_installation;
 SELECT count(*) AS drift FROM m.drift;
+-- Voided events no longer count in the account's quota nor the hour's usage.
+SELECT q.recorded = (SELECT count(*) FROM usage_tracking.events e
+                       JOIN usage_tracking.installations i USING (install_id)
+                      WHERE i.account_id = q.account_id AND e.voided_at IS NULL
+                        AND e.created_at >= '2025-11-01 00:00+00' AND e.created_at < '2025-12-01 00:00+00')
+       AS quota_counts_unvoided
+  FROM usage_tracking.quota_usage q
+ WHERE q.account_id = (SELECT account_id FROM usage_tracking.installations WHERE install_id = m.inst(1))
+   AND q.month = '2025-11-01';
+SELECT h.requests AS requests_0900, h.tokens AS tokens_0900 FROM usage_tracking.hourly_usage h
+ WHERE h.install_id = m.inst(1) AND h.hour = '2025-11-04 09:00:00+00';
 -- Voided events are in no read of raw events.
 SELECT event_id FROM usage_tracking.usage_events WHERE install_id = m.inst(1) AND event_id LIKE 'evt_v%' ORDER BY 1;
 SELECT event_id FROM usage_tracking.list_events(m.inst(1), lim => 1000) WHERE event_id LIKE 'evt_v%' ORDER BY 1;

@@ -77,6 +77,13 @@ DECLARE
     det     text;
     hnt     text;
 BEGIN
+    -- A site's token must name its tenant; only an admin may post for any.
+    IF nullif(claims ->> 'account_id', '') IS NULL
+       AND coalesce(claims ->> 'role', '') <> 'usage_tracking_admin' THEN
+        RAISE EXCEPTION 'the token names no account'
+            USING ERRCODE = 'UTF02',
+                  HINT = 'Issue ingest tokens with an account_id claim.';
+    END IF;
     RETURN @extschema@.ingest($1::text, headers ->> 'x-install-signature',
                               pg_catalog.now(), claims ->> 'account_id');
 EXCEPTION WHEN OTHERS THEN

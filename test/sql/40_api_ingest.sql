@@ -101,10 +101,11 @@ END $$;
 \set claims_a '{"role": "usage_tracking_ingest", "account_id": "acc_http_a"}'
 -- A retry of the same request: every event a duplicate, the same event_ids.
 SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), :'claims_a') AS retry;
--- No account claim: the tenant is not checked (a provider-wide ingest token).
+-- No account claim: a site's token must name its tenant (403), an admin's need not.
 SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), '{"role": "usage_tracking_ingest"}') AS no_account_claim;
+SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), '{"role": "usage_tracking_admin"}') AS admin_no_account_claim;
 -- Unset GUCs read as '' or NULL: no headers at all is a missing signature.
-SELECT t_api.call(:'body_a', NULL, NULL) AS no_headers;
+SELECT t_api.call(:'body_a', NULL, :'claims_a') AS no_headers;
 SELECT t_api.call(:'body_a', 'not-a-signature', :'claims_a') AS bad_header;
 SELECT t_api.call(:'body_a', t.sig(:'body_a', 'wrong-secret-0000000000000000', now()), :'claims_a') AS wrong_secret;
 SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now() - interval '1 hour'), :'claims_a') AS stale;
@@ -158,3 +159,4 @@ SELECT t_api.raised('UTA02', 'invalid signature', NULL, 'Check the secret.');
 -- Any other SQLSTATE is raised again unchanged.
 SELECT t_api.raised('22023', 'bad value', 'A detail.', 'A hint.');
 SELECT t_api.raised('42501', 'permission denied');
+

@@ -23,6 +23,7 @@
 set -euo pipefail
 
 START=$(date +%s)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 . tools/lib.sh
@@ -57,6 +58,7 @@ ut_log "starting a throwaway cluster in $WORK"
 ut_cluster_start "$WORK" bench || exit 1
 export UT_ROOT=$ROOT UT_WORK=$WORK
 
+export PGOPTIONS="-c client_min_messages=warning"
 PSQL=(psql -qX -v ON_ERROR_STOP=1)
 q() { "${PSQL[@]}" -At -d "${DB:-bench}" -c "$1"; }
 
@@ -73,6 +75,9 @@ result() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" "${5:-}" >>"$RE
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 atleast() { awk -v a="$1" -v b="$2" 'BEGIN { print (a != "n/a" && a + 0 >= b + 0) ? "PASS" : "FAIL" }'; }
 verdict() { atleast "$@"; }  # verdict VALUE MIN → PASS or FAIL
+TIMES=""
+LAP=$START
+lap() { local now; now=$(date +%s); TIMES="$TIMES${TIMES:+, }$1 $((now - LAP)) s"; LAP=$now; }
 
 # ---------------------------------------------------------------- database
 ut_log "creating the benchmark database"
@@ -114,9 +119,9 @@ statement() {  # statement IMPL KIND SEQNAME
     plpgsql)
       echo "SELECT plpgsql_ingest.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p WHERE $pick;" ;;
     resend)
-      # The batches the project has stored so far, sent again, in a cycle:
-      # every event a duplicate.
-      echo "SELECT usage_tracking.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p" \
+      # The batches the project has stored so far, sent again a minute
+      # later (a site's retry), in a cycle: every event a duplicate.
+      echo "SELECT usage_tracking.ingest(p.body, p.sig, '$T0'::timestamptz + interval '60 seconds') FROM bench.pool p" \
            "WHERE p.kind = '$kind' AND p.id = (SELECT (nextval('bench.\"seq_$seq\"') - 1)" \
            "% $(seq_value "project_$kind") + 1);" ;;
     floor)
@@ -193,8 +198,10 @@ compare() {
   done
 }
 
+lap "set-up"
+
 # ---------------------------------------------------------------- settings
-q "SELECT name, setting || coalesce(unit, '') FROM pg_settings
+q "SELECT name, current_setting(name) FROM pg_settings
     WHERE name IN ('server_version', 'fsync', 'synchronous_commit', 'full_page_writes', 'wal_level',
                    'shared_buffers', 'work_mem', 'max_wal_size', 'checkpoint_timeout', 'autovacuum',
                    'wal_buffers', 'effective_io_concurrency', 'jit')
@@ -247,6 +254,8 @@ if [[ $SECTIONS == *" ingest "* ]]; then
   result "(a) ratios" "duplicate resend / first send (${TPS[resend_real]} batches/s)" "${r}×" "≥ 3.0" "$(verdict "$r" 3.0)"
 fi
 
+[[ $SECTIONS == *" ingest "* ]] && lap "ingest"
+
 # ---------------------------------------------------------------- (a) 1000-event batches
 if [[ $SECTIONS == *" big "* ]]; then
   compare big "$BIG_SECS" floor plpgsql project
@@ -277,6 +286,8 @@ pgbench_latency() {
           printf "%.2f %.2f %.1f\n", sum / NR / 1000, v[i] / 1000, NR / secs }'
 }
 
+[[ $SECTIONS == *" big "* ]] && lap "1000-event"
+
 # ---------------------------------------------------------------- (e) memory
 # One session ingests MEM_INGESTS new batches; its backend samples its own
 # memory (/proc status and its memory contexts) every tenth of the way.
@@ -294,7 +305,7 @@ SQL
   ut_log "memory: $MEM_INGESTS ingests of $MEM_EVENTS-event batches in one session"
   # synchronous_commit off for this session only: the test is about memory,
   # not commit latency.
-  if ! PGOPTIONS='-c synchronous_commit=off' pgbench -n -M prepared -c 1 -j 1 -t "$MEM_INGESTS" \
+  if ! PGOPTIONS="$PGOPTIONS -c synchronous_commit=off" pgbench -n -M prepared -c 1 -j 1 -t "$MEM_INGESTS" \
          -f "$WORK/memory.sql" bench >"$WORK/memory.log" 2>&1 || grep -q 'aborted' "$WORK/memory.log"; then
     cat "$WORK/memory.log" >&2
     echo "memory run failed" >&2
@@ -315,6 +326,8 @@ SQL
   result "(e) memory, one backend" "VmRSS / VmHWM at the end (include shared buffers touched)" \
     "$((last_rss / 1024)) / $((last_hwm / 1024)) MiB"
 fi
+
+[[ $SECTIONS == *" memory "* ]] && lap "memory"
 
 # ---------------------------------------------------------------- (c) reads
 if [[ $SECTIONS == *" reads "* ]] && [ "$READ_EVENTS" -gt 0 ]; then
@@ -359,6 +372,8 @@ if [[ $SECTIONS == *" reads "* ]] && [ "$READ_EVENTS" -gt 0 ]; then
   fi
 fi
 
+[[ $SECTIONS == *" reads "* ]] && lap "reads"
+
 # ---------------------------------------------------------------- other parts
 # bench/http.sh, retention.sh, authorize.sh and export_memory.sh measure the
 # parts of the product they name, each on its own throwaway cluster.  Their
@@ -382,6 +397,7 @@ if [[ $SECTIONS == *" extra "* ]]; then
     else
       result "other parts" "bench/$part.sh (below)" "ran"
     fi
+    lap "$part.sh"
     { echo; echo "bench/$part.sh:"; echo; grep -v '^==>' "$WORK/$part.out" | sed '/./,$!d'; } >>"$EXTRA"
   done
 fi
@@ -402,7 +418,7 @@ TABLE=$WORK/table.md
   echo
   echo "Settings: $SETTINGS (otherwise initdb defaults; a CHECKPOINT before each measurement)."
   echo
-  echo "Command: \`make bench\` (bench/run.sh); run time ${ELAPSED} s; $(date -u '+%Y-%m-%d %H:%M UTC')."
+  echo "Command: \`make bench\` (bench/run.sh); run time ${ELAPSED} s ($TIMES); load average before the run: $LOAD; $(date -u '+%Y-%m-%d %H:%M UTC')."
   cat "$EXTRA"
 } >"$TABLE"
 

@@ -220,6 +220,7 @@ store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
 		return insert_events(install_id, valid, n, now, new_tokens);
 
 	rows = palloc(sizeof(SummaryRow) * n);
+	ut_price_cache_begin();
 	*new_tokens = 0;
 	for (int i = 0; i < n; i++)
 	{

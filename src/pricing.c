@@ -138,8 +138,22 @@ row_in_force(const ModelPrices *mp, TimestampTz at)
 }
 
 /*
+ * Make the cache current.  Called once before a set of lookups: the rows a
+ * lookup returns stay valid until the next call, even if model_prices
+ * changes meanwhile (the change is picked up by the next call), so a
+ * summary never holds a pointer into a cache that was reloaded under it.
+ */
+void
+ut_price_cache_begin(void)
+{
+	if (!price_valid || price_models == NULL)
+		price_cache_load();
+}
+
+/*
  * The price row in force for model at time at: the model's own newest row
  * that has taken effect, else the '*' fallback's, else NULL (unpriced).
+ * ut_price_cache_begin() must have been called.
  */
 const PriceRow *
 ut_price_lookup(const char *model, TimestampTz at)
@@ -148,8 +162,7 @@ ut_price_lookup(const char *model, TimestampTz at)
 	ModelPrices *mp;
 	const PriceRow *row = NULL;
 
-	if (!price_valid)
-		price_cache_load();
+	Assert(price_models != NULL);
 
 	key.model = (char *) model;
 	mp = bsearch(&key, price_models, price_nmodels, sizeof(ModelPrices), model_cmp);

@@ -373,6 +373,7 @@ usage_tracking_events_summarize(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(work);
 
 	rows = palloc(sizeof(SummaryRow) * cap);
+	ut_price_cache_begin();
 	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 	tuplestore_rescan(store);
 	while (tuplestore_gettupleslot(store, true, false, slot))

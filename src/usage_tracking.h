@@ -57,6 +57,7 @@ typedef struct PriceRow
 	Datum		cached;			/* prompt price when no cached rate */
 } PriceRow;
 
+extern void ut_price_cache_begin(void);
 extern const PriceRow *ut_price_lookup(const char *model, TimestampTz at);
 extern Numeric ut_price_cost(const PriceRow *price, int64 uncached_prompt,
 							 int64 cached_prompt, int64 completion);

@@ -54,9 +54,11 @@ PORT=8080
 python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 8080))' 2>/dev/null || PORT=$(ut_free_port)
 BASE=http://127.0.0.1:$PORT
 JWT_SECRET=$(openssl rand -hex 32)
+bash tools/build_dashboard.sh
 ut_log "starting the gateway on $BASE"
 USAGE_DATABASE_URL="host=$PGHOST port=$PGPORT dbname=usage user=postgres" \
 USAGE_JWT_SECRET=$JWT_SECRET USAGE_LISTEN=127.0.0.1:$PORT \
+USAGE_DASHBOARD_DIR="$ROOT/dashboard/dist" \
   gateway/usage-gateway >"$WORK/gateway.log" 2>&1 &
 GW_PID=$!
 for _ in $(seq 1 100); do
@@ -143,6 +145,8 @@ echo "Try, for example (tokens valid for an hour):"
 echo "  curl -s -H 'Authorization: Bearer $READER' '$BASE/api/usage/summary?group_by=day,model'"
 echo "  curl -s -H 'Authorization: Bearer $ADMIN' '$BASE/api/usage/installations'"
 echo "  curl -s $BASE/healthz"
+echo "The provider dashboard (admin token in the address):"
+echo "  $BASE/dashboard/#token=$ADMIN"
 if [ "${CI:-}" = true ] || [ ! -t 0 ]; then
   exit 0
 fi

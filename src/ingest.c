@@ -35,7 +35,6 @@ PG_FUNCTION_INFO_V1(usage_tracking_ingest);
 static SPIPlanPtr install_plan = NULL;
 static SPIPlanPtr seen_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
-static SPIPlanPtr quota_plan = NULL;
 
 typedef struct Installation
 {
@@ -276,36 +275,6 @@ mark_seen(const char *install_id, TimestampTz now)
 		elog(ERROR, "installation update failed: %s", SPI_result_code_string(ret));
 }
 
-/* The quota verdict, as text JSON, from usage_tracking.ingest_quota(). */
-static char *
-quota_verdict(const char *install_id, const char *account_id, int64 requests,
-			  int64 tokens, TimestampTz now)
-{
-	Datum		args[5];
-	int			ret;
-	bool		isnull;
-	Datum		d;
-
-	if (quota_plan == NULL)
-	{
-		Oid			types[5] = {TEXTOID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID};
-
-		quota_plan = prepare_kept(
-								  "SELECT usage_tracking.ingest_quota($1, $2, $3, $4, $5)::text",
-								  5, types);
-	}
-	args[0] = CStringGetTextDatum(install_id);
-	args[1] = CStringGetTextDatum(account_id);
-	args[2] = Int64GetDatum(requests);
-	args[3] = Int64GetDatum(tokens);
-	args[4] = TimestampTzGetDatum(now);
-	ret = SPI_execute_plan(quota_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "quota verdict failed: %s", SPI_result_code_string(ret));
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? "null" : TextDatumGetCString(d);
-}
-
 static int
 event_ptr_cmp(const void *a, const void *b)
 {
@@ -509,8 +478,8 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 		inserted = store_events(batch.install_id, valid, nvalid, now, &new_tokens);
 	}
 	quota = MemoryContextStrdup(work,
-								quota_verdict(batch.install_id, inst.account_id,
-											  inserted, new_tokens, now));
+								ut_ingest_quota(batch.install_id, inst.account_id,
+												inserted, now));
 	SPI_finish();
 
 	/* The response. */

@@ -29,6 +29,7 @@
 #define UT_ERRCODE_ACCOUNT_MISMATCH		MAKE_SQLSTATE('U','T','F','0','2')
 #define UT_ERRCODE_BODY_TOO_LARGE		MAKE_SQLSTATE('U','T','L','0','1')
 #define UT_ERRCODE_TOO_MANY_EVENTS		MAKE_SQLSTATE('U','T','L','0','2')
+#define UT_ERRCODE_RATE_LIMITED			MAKE_SQLSTATE('U','T','R','0','1')
 
 /* GUCs (usage_tracking.c) */
 extern int	ut_signature_tolerance;	/* seconds */
@@ -79,6 +80,10 @@ typedef struct SummaryRow
 
 extern void ut_summarize(SummaryRow *rows, int n);
 extern DateADT ut_utc_day(TimestampTz ts);
+
+/* quota.c */
+extern char *ut_ingest_quota(const char *install_id, const char *account_id,
+							 int64 new_requests, TimestampTz now);
 
 /* store.c */
 extern bool ut_store_events(const char *install_id, BatchEvent **valid, int n,

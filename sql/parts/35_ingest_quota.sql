@@ -116,55 +116,9 @@ CREATE FUNCTION @extschema@.ingest_quota(install_id text, account_id text,
                                          new_requests bigint, new_tokens bigint,
                                          now timestamptz)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    pl      @extschema@.plans;
-    used    bigint;
-    m       timestamptz := date_trunc('minute', now, 'UTC');
-    posts   bigint[];
-    wmin    timestamptz;
-    total   bigint;
-BEGIN
-    SELECT p.* INTO pl
-      FROM @extschema@.accounts a JOIN @extschema@.plans p USING (plan)
-     WHERE a.account_id = ingest_quota.account_id;
-
-    -- Count this post when it stored something.  A post whose events were
-    -- all stored before (a retry) writes nothing at all, so it is neither
-    -- counted nor limited: it costs a read and answers the same event_ids.
-    IF new_requests > 0 THEN
-        INSERT INTO @extschema@.ingest_windows AS w (install_id, minute, posts)
-        VALUES (ingest_quota.install_id, m, '{1,0,0,0,0}')
-        ON CONFLICT ON CONSTRAINT ingest_windows_pkey DO UPDATE
-           SET minute = greatest(w.minute, EXCLUDED.minute),
-               posts = (SELECT ARRAY[s[1] + 1] || s[2:5]
-                          FROM @extschema@.window_shift(w.posts, w.minute, EXCLUDED.minute) AS s)
-        RETURNING w.minute, w.posts INTO wmin, posts;
-        total := (SELECT sum(x) FROM unnest(posts) x);
-        IF total > pl.rate_requests_5m THEN
-            RAISE EXCEPTION 'rate limited: more than % batches in 5 minutes', pl.rate_requests_5m
-                USING ERRCODE = 'UTR01',
-                      DETAIL = jsonb_build_object('retry_after_s',
-                                   @extschema@.window_retry_after(posts, wmin, now,
-                                                                  total - pl.rate_requests_5m))::text,
-                      HINT = 'Post the same events again after retry_after_s seconds.';
-        END IF;
-    END IF;
-
-    SELECT q.recorded + q.pending INTO used
-      FROM @extschema@.quota_usage q
-     WHERE q.account_id = ingest_quota.account_id
-       AND q.month = date_trunc('month', now AT TIME ZONE 'UTC')::date;
-    used := coalesce(used, 0);
-    RETURN jsonb_build_object(
-        'level', @extschema@.quota_level(used, pl.monthly_requests, pl.warning_pct,
-                                         pl.critical_pct, pl.block_pct),
-        'used', used,
-        'limit', pl.monthly_requests);
-END
-$$;
+AS 'MODULE_PATHNAME', 'usage_tracking_ingest_quota'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.ingest_quota(text, text, bigint, bigint, timestamptz) IS
     'Called by ingest after storing the events: count the post in the installation''s 5-minute window (over rate_requests_5m: SQLSTATE UTR01, DETAIL {"retry_after_s": n}, which rolls the request back) and return the quota verdict {level, used, limit} for the account''s calendar month (UTC).';
 

@@ -1,0 +1,231 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/quota.c
+ *		The quota verdict each ingest response carries, and the post-rate
+ *		limit of ingest: usage_tracking.ingest_quota().
+ *
+ * A post that stored new events is counted in the installation's sliding
+ * five-minute window (ingest_windows, one slot per minute); over the plan's
+ * rate_requests_5m it is refused with UTR01 and a DETAIL of
+ * {"retry_after_s": N}, which rolls the whole request back.  The verdict is
+ * the account's month: recorded + pending requests against the plan's limit
+ * and thresholds (quota_usage, kept with the summaries).  Both are one
+ * prepared statement each, so the check costs two index lookups on the hot
+ * path; authorize() and quota_status() apply the same rules in SQL.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
+
+#include "usage_tracking.h"
+
+PG_FUNCTION_INFO_V1(usage_tracking_ingest_quota);
+
+#define WINDOW_SLOTS 5
+
+static SPIPlanPtr window_plan = NULL;
+static SPIPlanPtr verdict_plan = NULL;
+
+/*
+ * Count one post in the window whose slot 1 is the minute of now: a window
+ * from an earlier minute moves on (older slots fall out), one five or more
+ * minutes old starts afresh, one from a later minute is counted as it is.
+ */
+static const char *window_sql =
+"INSERT INTO usage_tracking.ingest_windows AS w (install_id, minute, posts)"
+" VALUES ($1, $2, '{1,0,0,0,0}')"
+" ON CONFLICT ON CONSTRAINT ingest_windows_pkey DO UPDATE SET"
+"  minute = greatest(w.minute, EXCLUDED.minute),"
+"  posts = CASE"
+"   WHEN EXCLUDED.minute >= w.minute + interval '5 minutes' THEN '{1,0,0,0,0}'::bigint[]"
+"   WHEN EXCLUDED.minute <= w.minute THEN ARRAY[w.posts[1] + 1] || w.posts[2:5]"
+"   ELSE ARRAY[1::bigint]"
+"     || pg_catalog.array_fill(0::bigint,"
+"          ARRAY[(extract(epoch FROM EXCLUDED.minute - w.minute) / 60)::integer - 1])"
+"     || w.posts[1 : 5 - (extract(epoch FROM EXCLUDED.minute - w.minute) / 60)::integer]"
+"  END"
+" RETURNING w.minute, w.posts";
+
+static const char *verdict_sql =
+"SELECT p.rate_requests_5m, p.monthly_requests, p.warning_pct, p.critical_pct,"
+" p.block_pct,"
+" coalesce((SELECT q.recorded + q.pending FROM usage_tracking.quota_usage q"
+"           WHERE q.account_id = a.account_id AND q.month = $2), 0)"
+" FROM usage_tracking.accounts a JOIN usage_tracking.plans p USING (plan)"
+" WHERE a.account_id = $1";
+
+static SPIPlanPtr
+prepare(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare quota statement: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * Seconds from now until the oldest slots of the window (slot 1 = minute)
+ * that add up to excess have left it; -1 when they never can.
+ */
+static int
+retry_after(const int64 *slots, TimestampTz minute, TimestampTz now, int64 excess)
+{
+	int64		freed = 0;
+
+	for (int i = WINDOW_SLOTS; i >= 1; i--)
+	{
+		freed += slots[i - 1];
+		if (freed >= excess)
+		{
+			TimestampTz leaves = minute + (int64) (WINDOW_SLOTS + 1 - i) * USECS_PER_MINUTE;
+			int64		usecs = leaves - now;
+
+			return (int) ((usecs + USECS_PER_SEC - 1) / USECS_PER_SEC);
+		}
+	}
+	return -1;
+}
+
+static const char *
+quota_level(int64 used, bool unlimited, int64 limit, int warn, int crit, int block)
+{
+	if (unlimited)
+		return "ok";
+	if (used * 100 >= limit * block)
+		return "blocked";
+	if (used * 100 >= limit * crit)
+		return "critical";
+	if (used * 100 >= limit * warn)
+		return "warning";
+	return "ok";
+}
+
+/* Count the post (when it stored something) and give the verdict as JSON. */
+char *
+ut_ingest_quota(const char *install_id, const char *account_id,
+				int64 new_requests, TimestampTz now)
+{
+	TimestampTz minute = now - now % USECS_PER_MINUTE;
+	DateADT		day = ut_utc_day(now);
+	int			y, m, d;
+	Datum		args[2];
+	bool		isnull;
+	int			ret;
+	int64		slots[WINDOW_SLOTS] = {0};
+	TimestampTz window_minute = minute;
+	int			rate;
+	bool		unlimited;
+	int64		limit = 0;
+	int			warn, crit, block;
+	int64		used;
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	if (window_plan == NULL)
+	{
+		Oid			wtypes[2] = {TEXTOID, TIMESTAMPTZOID};
+		Oid			vtypes[2] = {TEXTOID, DATEOID};
+
+		window_plan = prepare(window_sql, 2, wtypes);
+		verdict_plan = prepare(verdict_sql, 2, vtypes);
+	}
+
+	if (new_requests > 0)
+	{
+		ArrayType  *posts;
+		Datum	   *elems;
+		int			nelems;
+
+		args[0] = CStringGetTextDatum(install_id);
+		args[1] = TimestampTzGetDatum(minute);
+		ret = SPI_execute_plan(window_plan, args, NULL, false, 0);
+		if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+			elog(ERROR, "post window update failed: %s", SPI_result_code_string(ret));
+		tup = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		window_minute = DatumGetTimestampTz(SPI_getbinval(tup, desc, 1, &isnull));
+		posts = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull));
+		deconstruct_array(posts, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+						  &elems, NULL, &nelems);
+		for (int i = 0; i < nelems && i < WINDOW_SLOTS; i++)
+			slots[i] = DatumGetInt64(elems[i]);
+	}
+
+	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
+	args[0] = CStringGetTextDatum(account_id);
+	args[1] = DateADTGetDatum(date2j(y, m, 1) - POSTGRES_EPOCH_JDATE);
+	ret = SPI_execute_plan(verdict_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "quota lookup failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown account")));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	rate = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	limit = DatumGetInt64(SPI_getbinval(tup, desc, 2, &unlimited));
+	warn = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	crit = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	block = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	used = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+
+	if (new_requests > 0)
+	{
+		int64		total = 0;
+
+		for (int i = 0; i < WINDOW_SLOTS; i++)
+			total += slots[i];
+		if (total > rate)
+		{
+			int			retry = retry_after(slots, window_minute, now, total - rate);
+
+			ereport(ERROR,
+					(errcode(UT_ERRCODE_RATE_LIMITED),
+					 errmsg("rate limited: more than %d batches in 5 minutes", rate),
+					 retry >= 0 ? errdetail_internal("{\"retry_after_s\": %d}", retry)
+					 : errdetail_internal("{\"retry_after_s\": null}"),
+					 errhint("Post the same events again after retry_after_s seconds.")));
+		}
+	}
+
+	if (unlimited)
+		return psprintf("{\"level\": \"ok\", \"used\": " INT64_FORMAT ", \"limit\": null}", used);
+	return psprintf("{\"level\": \"%s\", \"used\": " INT64_FORMAT ", \"limit\": " INT64_FORMAT "}",
+					quota_level(used, false, limit, warn, crit, block), used, limit);
+}
+
+/*
+ * SQL function: ingest_quota(install_id text, account_id text,
+ *                            new_requests bigint, new_tokens bigint,
+ *                            now timestamptz) returns jsonb
+ */
+Datum
+usage_tracking_ingest_quota(PG_FUNCTION_ARGS)
+{
+	char	   *install_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *account_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int64		new_requests = PG_GETARG_INT64(2);
+	TimestampTz now = PG_GETARG_TIMESTAMPTZ(4);
+	char	   *json;
+	Datum		result;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	json = ut_ingest_quota(install_id, account_id, new_requests, now);
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}

@@ -63,7 +63,8 @@ SQL
 
 PORT=$(ut_free_port)
 JWT_SECRET=$(openssl rand -hex 24)
-TOKEN=$(ut_jwt usage_tracking_ingest "" 3600 "$JWT_SECRET")
+# The batches span ten accounts: a provider (admin) token may post for any.
+TOKEN=$(ut_jwt usage_tracking_admin "" 3600 "$JWT_SECRET")
 USAGE_DATABASE_URL="host=$PGHOST port=$PGPORT dbname=bench user=postgres" USAGE_JWT_SECRET=$JWT_SECRET \
 USAGE_LISTEN=127.0.0.1:$PORT USAGE_POOL=$CLIENTS \
   gateway/usage-gateway >"$WORK/gateway.log" 2>&1 &

@@ -94,7 +94,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 REVOKE ALL ON FUNCTION usage_api.ingest(json) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION usage_api.ingest(json) TO usage_tracking_ingest;
+GRANT EXECUTE ON FUNCTION usage_api.ingest(json) TO usage_tracking_ingest, usage_tracking_admin;
 COMMENT ON FUNCTION usage_api.ingest(json) IS
     'POST /api/usage/event: ingest the raw request body (a single unnamed json parameter, byte for byte) signed by the X-Install-Signature of request.headers, for the account_id of request.jwt.claims (not checked when the claim is absent). Errors: SQLSTATE PGRST with the status of usage_tracking.error_codes.';
 

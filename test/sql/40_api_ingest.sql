@@ -103,7 +103,7 @@ END $$;
 SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), :'claims_a') AS retry;
 -- No account claim: a site's token must name its tenant (403), an admin's need not.
 SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), '{"role": "usage_tracking_ingest"}') AS no_account_claim;
-SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), '{"role": "usage_tracking_admin"}') AS admin_no_account_claim;
+SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), '{"role": "usage_tracking_admin"}', 'usage_tracking_admin') AS admin_no_account_claim;
 -- Unset GUCs read as '' or NULL: no headers at all is a missing signature.
 SELECT t_api.call(:'body_a', NULL, :'claims_a') AS no_headers;
 SELECT t_api.call(:'body_a', 'not-a-signature', :'claims_a') AS bad_header;

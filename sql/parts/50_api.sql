@@ -66,33 +66,9 @@ COMMENT ON FUNCTION @extschema@.raise_http_error(text, text, text, text) IS
 
 CREATE FUNCTION usage_api.ingest(json)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    headers jsonb := nullif(current_setting('request.headers', true), '')::jsonb;
-    claims  jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
-    st      text;
-    msg     text;
-    det     text;
-    hnt     text;
-BEGIN
-    -- A site's token must name its tenant; only an admin may post for any.
-    IF nullif(claims ->> 'account_id', '') IS NULL
-       AND coalesce(claims ->> 'role', '') <> 'usage_tracking_admin' THEN
-        RAISE EXCEPTION 'the token names no account'
-            USING ERRCODE = 'UTF02',
-                  HINT = 'Issue ingest tokens with an account_id claim.';
-    END IF;
-    RETURN @extschema@.ingest($1::text, headers ->> 'x-install-signature',
-                              pg_catalog.now(), claims ->> 'account_id');
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-    PERFORM @extschema@.raise_http_error(st, msg, nullif(det, ''), nullif(hnt, ''));
-    RETURN NULL;
-END
-$$;
+AS 'MODULE_PATHNAME', 'usage_api_ingest'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION usage_api.ingest(json) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION usage_api.ingest(json) TO usage_tracking_ingest, usage_tracking_admin;
 COMMENT ON FUNCTION usage_api.ingest(json) IS

@@ -71,7 +71,8 @@ if ls test/pgtap/*.sql >/dev/null 2>&1; then
   psql -qX -d tap -c "CREATE EXTENSION pgtap; CREATE EXTENSION pgcrypto; CREATE EXTENSION usage_tracking" >/dev/null
   for f in test/pgtap/*.sql; do
     pg_prove -d tap "$f"
-    record "pgtap $(basename "$f")" $?
+    rc=$?
+    record "pgtap $(basename "$f")" "$rc"
   done
 fi
 
@@ -81,7 +82,8 @@ for t in test/e2e/*.sh; do
   [ -e "$t" ] || continue
   ut_log "e2e $(basename "$t")"
   bash "$t"
-  record "e2e $(basename "$t")" $?
+  rc=$?   # before any command substitution resets $?
+  record "e2e $(basename "$t")" "$rc"
 done
 
 echo

@@ -35,6 +35,7 @@ q "CREATE FUNCTION post(body text, secret text, http boolean DEFAULT false) RETU
            sig text := encode(hmac(ts || '.' || body, secret, 'sha256'), 'hex') || ':' || ts;
    BEGIN
      PERFORM set_config('request.headers', json_build_object('x-install-signature', sig)::text, true);
+     PERFORM set_config('request.jwt.claims', '{\"role\": \"usage_tracking_ingest\", \"account_id\": \"acc_stats\"}', true);
      IF http THEN
        RETURN (usage_api.ingest(body::json)) ->> 'duplicates';
      END IF;

@@ -114,11 +114,10 @@ text_array_or_nulls(Datum *values, bool *nulls, int n)
 
 /*
  * Insert the valid events; return how many were new (the rest were
- * already stored) and their tokens.
+ * already stored).
  */
 static int64
-insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
-			  int64 *new_tokens)
+insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now)
 {
 	Datum	   *event_id = palloc(sizeof(Datum) * n);
 	Datum	   *user_hash = palloc(sizeof(Datum) * n);
@@ -188,16 +187,13 @@ insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now
 								   " AS e(event_id, user_hash, source, model, prompt, completion,"
 								   " cached, request_id, context, created_at)"
 								   " ON CONFLICT DO NOTHING"
-								   " RETURNING prompt_tokens, completion_tokens)"
-								   " SELECT count(*), coalesce(sum(prompt_tokens::int8 + completion_tokens), 0)::int8"
-								   " FROM ins",
+								   " RETURNING 1)"
+								   " SELECT count(*) FROM ins",
 								   NUM_INSERT_ARGS, types);
 	}
 	ret = SPI_execute_plan(insert_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event insert failed: %s", SPI_result_code_string(ret));
-	*new_tokens = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 2, &isnull));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -205,22 +201,20 @@ insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now
 /*
  * Store the valid events and summarize the new ones: directly when the
  * events table allows it (store.c), else through an INSERT statement whose
- * trigger summarizes.  Returns how many were new and their tokens.
+ * trigger summarizes.  Returns how many were new.
  */
 static int64
-store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
-			 int64 *new_tokens)
+store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now)
 {
 	bool	   *is_new = palloc(sizeof(bool) * n);
 	SummaryRow *rows;
 	int			nnew = 0;
 
 	if (!ut_store_events(install_id, valid, n, now, is_new))
-		return insert_events(install_id, valid, n, now, new_tokens);
+		return insert_events(install_id, valid, n, now);
 
 	rows = palloc(sizeof(SummaryRow) * n);
 	ut_price_cache_begin();
-	*new_tokens = 0;
 	for (int i = 0; i < n; i++)
 	{
 		BatchEvent *ev = valid[i];
@@ -239,7 +233,6 @@ store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now,
 		r->prompt = ev->prompt_tokens;
 		r->completion = ev->completion_tokens;
 		r->cached = ev->cached_prompt_tokens;
-		*new_tokens += ev->prompt_tokens + ev->completion_tokens;
 	}
 	ut_summarize(rows, nnew);
 	return nnew;
@@ -338,7 +331,6 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	int			nvalid = 0;
 	int			nrejected = 0;
 	int64		inserted = 0;
-	int64		new_tokens = 0;
 	StringInfoData out;
 	char	   *quota;
 	MemoryContext work;
@@ -475,7 +467,7 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	if (nvalid > 0)
 	{
 		mark_seen(batch.install_id, now);
-		inserted = store_events(batch.install_id, valid, nvalid, now, &new_tokens);
+		inserted = store_events(batch.install_id, valid, nvalid, now);
 	}
 	quota = MemoryContextStrdup(work,
 								ut_ingest_quota(batch.install_id, inst.account_id,

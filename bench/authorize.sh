@@ -20,21 +20,7 @@ SECS=${AUTH_SECONDS:-30}
 CLIENTS=${AUTH_CLIENTS:-1 2}
 TARGET=${AUTH_TARGET_MS:-1}
 
-ut_require_packages "${UT_PACKAGES[@]}" || exit 1
-ut_log "building and installing"
-ut_build_install || exit 1
-
-WORK=$(mktemp -d /tmp/usage_tracking_authbench.XXXXXX)
-chmod 755 "$WORK"
-cleanup() {
-  ut_cluster_stop "$WORK"
-  [ -n "${KEEP_CLUSTER:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ut_log "starting a throwaway cluster in $WORK"
-ut_cluster_start "$WORK" postgres || exit 1
+ut_throwaway_cluster usage_tracking_authbench postgres
 PSQL=(psql -qX -v ON_ERROR_STOP=1 -d authbench)
 psql -qX -d postgres -c "CREATE DATABASE authbench" >/dev/null
 

@@ -26,26 +26,16 @@ INSTALLS=${BENCH_INSTALLS:-200}
 MIN_RATIO=${BENCH_HTTP_MIN_RATIO:-0.8}
 SECRET=bench-site-secret-0123456789abcdef
 
-ut_require_packages "${UT_PACKAGES[@]}" || exit 1
-ut_log "building and installing"
-ut_build_install || exit 1
-
-WORK=$(mktemp -d /tmp/usage_tracking_bench_http.XXXXXX)
-chmod 755 "$WORK"
 GW_PID=
-cleanup() {
-  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
-  ut_cluster_stop "$WORK"
-  [ -n "${KEEP_CLUSTER:-}" ] || rm -rf "$WORK"
+ut_extra_cleanup() {
+  if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null; fi
+  return 0
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+ut_throwaway_cluster usage_tracking_bench_http bench
 
 cc -O2 -Wall -Wextra -I"$(pg_config --includedir)" bench/http_load.c -o "$WORK/http_load" \
   -lcurl -L"$(pg_config --libdir)" -lpq -lcrypto -lpthread
 
-ut_log "starting a throwaway cluster in $WORK"
-ut_cluster_start "$WORK" bench || exit 1
 psql -qX -d postgres -c "CREATE DATABASE bench"
 psql -qX -v ON_ERROR_STOP=1 -d bench >/dev/null <<SQL
 CREATE EXTENSION usage_tracking;

@@ -26,21 +26,7 @@ SECS=${RET_SECONDS:-15}
 CLIENTS=${RET_CLIENTS:-2}
 ROUNDS=${RET_ROUNDS:-2}
 
-ut_require_packages "${UT_PACKAGES[@]}" || exit 1
-ut_log "building and installing"
-ut_build_install || exit 1
-
-WORK=$(mktemp -d /tmp/usage_tracking_retbench.XXXXXX)
-chmod 755 "$WORK"
-cleanup() {
-  ut_cluster_stop "$WORK"
-  [ -n "${KEEP_CLUSTER:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ut_log "starting a throwaway cluster in $WORK"
-ut_cluster_start "$WORK" postgres || exit 1
+ut_throwaway_cluster usage_tracking_retbench postgres
 psql -qX -d postgres -c "CREATE DATABASE retbench" >/dev/null
 PSQL=(psql -qXAt -v ON_ERROR_STOP=1 -d retbench)
 "${PSQL[@]}" -c "CREATE EXTENSION pgcrypto; CREATE EXTENSION usage_tracking; CREATE EXTENSION pgstattuple"

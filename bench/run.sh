@@ -41,21 +41,7 @@ READ_INSTALLS=${BENCH_READ_INSTALLS:-10000}
 SECTIONS=" ${BENCH_SECTIONS:-ingest big memory reads extra} "
 RESULTS_FILE=${BENCH_RESULTS-bench/RESULTS.md}
 
-ut_require_packages "${UT_PACKAGES[@]}" || exit 1
-ut_log "building and installing"
-ut_build_install || exit 1
-
-WORK=$(mktemp -d /tmp/usage_tracking_bench.XXXXXX)
-chmod 755 "$WORK"
-cleanup() {
-  ut_cluster_stop "$WORK"
-  [ -n "${KEEP_CLUSTER:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ut_log "starting a throwaway cluster in $WORK"
-ut_cluster_start "$WORK" bench || exit 1
+ut_throwaway_cluster usage_tracking_bench bench
 export UT_ROOT=$ROOT UT_WORK=$WORK
 
 export PGOPTIONS="-c client_min_messages=warning"

@@ -114,3 +114,25 @@ ut_build_install() {
     return 1
   fi
 }
+
+# ut_throwaway_cluster PREFIX CRON_DB — install the packages needed, build
+# and install, then start a cluster in a new /tmp/PREFIX.XXXXXX directory
+# (WORK) that is stopped and removed on exit (kept with KEEP_CLUSTER=1).  A
+# caller with more to clean up defines ut_extra_cleanup, run first.
+ut_throwaway_cluster() {
+  ut_require_packages "${UT_PACKAGES[@]}" || exit 1
+  ut_log "building and installing"
+  ut_build_install || exit 1
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 755 "$WORK"
+  trap ut_throwaway_cleanup EXIT
+  trap 'exit 130' INT TERM
+  ut_log "starting a throwaway cluster in $WORK"
+  ut_cluster_start "$WORK" "$2" || exit 1
+}
+
+ut_throwaway_cleanup() {
+  if declare -F ut_extra_cleanup >/dev/null; then ut_extra_cleanup; fi
+  ut_cluster_stop "$WORK"
+  [ -n "${KEEP_CLUSTER:-}" ] || rm -rf "$WORK"
+}

@@ -7,20 +7,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 . tools/lib.sh
 
-ut_require_packages "${UT_PACKAGES[@]}" || exit 1
-ut_log "building and installing"
-ut_build_install || exit 1
-
-WORK=$(mktemp -d /tmp/usage_tracking_test.XXXXXX)
-cleanup() {
-  ut_cluster_stop "$WORK"
-  [ -n "${KEEP_CLUSTER:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ut_log "starting a private cluster in $WORK"
-ut_cluster_start "$WORK" contrib_regression || exit 1
+ut_throwaway_cluster usage_tracking_test contrib_regression
 export UT_ROOT=$ROOT UT_WORK=$WORK
 
 passed=0

@@ -379,6 +379,25 @@ typedef struct call
 	call_args	args;
 } call;
 
+/*
+ * The settings a request runs with: the role claim, the request headers as
+ * a JSON object, the JWT claims, the method and the path (in the order of
+ * the set_config calls).  headers must be initialised by the caller.
+ */
+static void
+request_context(struct MHD_Connection *conn, const request *rq, const jwt_claims *claims,
+				strbuf *headers, const char *ctx_values[5])
+{
+	sb_puts(headers, "{");
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, headers);
+	sb_puts(headers, "}");
+	ctx_values[0] = claims->role;
+	ctx_values[1] = headers->data;
+	ctx_values[2] = claims->payload;
+	ctx_values[3] = rq->method;
+	ctx_values[4] = rq->path;
+}
+
 /* Build "SELECT … FROM usage_api.f(a => $1, …) _r". */
 static void
 build_call_sql(strbuf *sql, const call *c, int retset, int raw)
@@ -422,14 +441,7 @@ run_call(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cl
 
 	sb_init(&headers);
 	sb_init(&sql);
-	sb_puts(&headers, "{");
-	MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, &headers);
-	sb_puts(&headers, "}");
-	ctx_values[0] = claims->role;
-	ctx_values[1] = headers.data;
-	ctx_values[2] = claims->payload;
-	ctx_values[3] = rq->method;
-	ctx_values[4] = rq->path;
+	request_context(conn, rq, claims, &headers, ctx_values);
 
 	for (attempt = 0; attempt < 2; attempt++)
 	{
@@ -720,14 +732,7 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 
 	sb_init(&headers);
 	sb_init(&sql);
-	sb_puts(&headers, "{");
-	MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, &headers);
-	sb_puts(&headers, "}");
-	ctx_values[0] = claims->role;
-	ctx_values[1] = headers.data;
-	ctx_values[2] = claims->payload;
-	ctx_values[3] = rq->method;
-	ctx_values[4] = rq->path;
+	request_context(conn, rq, claims, &headers, ctx_values);
 
 	for (attempt = 0;; attempt++)
 	{

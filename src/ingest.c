@@ -44,18 +44,6 @@ typedef struct Installation
 	char	   *previous_secret;	/* NULL once its grace has ended */
 } Installation;
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
  * Look up an installation with its secrets.  Nothing is locked: concurrent
  * batches of one installation are kept apart by the unique index on events
@@ -75,7 +63,7 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 	{
 		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
 
-		install_plan = prepare_kept(
+		install_plan = ut_prepare_kept(
 									"SELECT i.account_id, i.status <> 'active' OR a.status <> 'active',"
 									" s.secret,"
 									" CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END"
@@ -177,7 +165,7 @@ insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now
 			TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
 			TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
 
-		insert_plan = prepare_kept(
+		insert_plan = ut_prepare_kept(
 								   "WITH ins AS (INSERT INTO usage_tracking.events (install_id, event_id,"
 								   " wp_user_id_hash, source, model, prompt_tokens, completion_tokens,"
 								   " cached_prompt_tokens, request_id, context, created_at, received_at)"
@@ -204,7 +192,8 @@ insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now
  * trigger summarizes.  Returns how many were new.
  */
 static int64
-store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now)
+store_events(const char *install_id, const char *account_id, BatchEvent **valid,
+			 int n, TimestampTz now)
 {
 	bool	   *is_new = palloc(sizeof(bool) * n);
 	SummaryRow *rows;
@@ -224,6 +213,7 @@ store_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now)
 			continue;
 		r = &rows[nnew++];
 		r->install_id = (char *) install_id;
+		r->account_id = account_id;
 		r->user_hash = ev->wp_user_id_hash;
 		r->source = ev->source;
 		r->model = ev->model;
@@ -253,7 +243,7 @@ mark_seen(const char *install_id, TimestampTz now)
 	{
 		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
 
-		seen_plan = prepare_kept(
+		seen_plan = ut_prepare_kept(
 								 "UPDATE usage_tracking.installations"
 								 " SET first_seen_at = coalesce(first_seen_at, $2),"
 								 " last_seen_at = $2"
@@ -467,7 +457,7 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	if (nvalid > 0)
 	{
 		mark_seen(batch.install_id, now);
-		inserted = store_events(batch.install_id, valid, nvalid, now);
+		inserted = store_events(batch.install_id, inst.account_id, valid, nvalid, now);
 	}
 	quota = MemoryContextStrdup(work,
 								ut_ingest_quota(batch.install_id, inst.account_id,

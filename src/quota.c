@@ -62,18 +62,6 @@ static const char *verdict_sql =
 " FROM usage_tracking.accounts a JOIN usage_tracking.plans p USING (plan)"
 " WHERE a.account_id = $1";
 
-static SPIPlanPtr
-prepare(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare quota statement: %s",
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
  * Seconds from now until the oldest slots of the window (slot 1 = minute)
  * that add up to excess have left it; -1 when they never can.
@@ -137,8 +125,8 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 		Oid			wtypes[2] = {TEXTOID, TIMESTAMPTZOID};
 		Oid			vtypes[2] = {TEXTOID, DATEOID};
 
-		window_plan = prepare(window_sql, 2, wtypes);
-		verdict_plan = prepare(verdict_sql, 2, vtypes);
+		window_plan = ut_prepare_kept(window_sql, 2, wtypes);
+		verdict_plan = ut_prepare_kept(verdict_sql, 2, vtypes);
 	}
 
 	if (new_requests > 0)

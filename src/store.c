@@ -39,6 +39,7 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 
+#include "target.h"
 #include "usage_tracking.h"
 
 enum
@@ -64,42 +65,6 @@ static const char *const col_names[NUM_COLS] = {
 	"request_id", "context", "created_at", "received_at"
 };
 
-/*
- * Map our columns to attribute numbers of rel; false when the table has a
- * column we would leave NULL that needs a value (default or NOT NULL).
- */
-static bool
-map_columns(Relation rel, AttrNumber *attnos)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-
-	for (int c = 0; c < NUM_COLS; c++)
-		attnos[c] = InvalidAttrNumber;
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		bool		known = false;
-
-		if (att->attisdropped)
-			continue;
-		for (int c = 0; c < NUM_COLS; c++)
-		{
-			if (strcmp(NameStr(att->attname), col_names[c]) == 0)
-			{
-				attnos[c] = att->attnum;
-				known = true;
-				break;
-			}
-		}
-		if (!known && (att->attnotnull || att->atthasdef || att->attgenerated))
-			return false;
-	}
-	for (int c = 0; c < NUM_COLS; c++)
-		if (attnos[c] == InvalidAttrNumber)
-			return false;
-	return true;
-}
-
 /* Only the summary trigger may be on the table for the direct path. */
 static bool
 triggers_allow(Relation rel)
@@ -112,19 +77,6 @@ triggers_allow(Relation rel)
 		if (strcmp(td->triggers[i].tgname, "events_summarize") != 0)
 			return false;
 	return true;
-}
-
-/* Make the unique indexes of a partition ready for conflict probes. */
-static void
-prepare_probes(ResultRelInfo *rri)
-{
-	for (int i = 0; i < rri->ri_NumIndices; i++)
-	{
-		IndexInfo  *ii = rri->ri_IndexRelationInfo[i];
-
-		if (ii->ii_Unique && ii->ii_UniqueOps == NULL)
-			BuildSpeculativeIndexInfo(rri->ri_IndexRelationDescs[i], ii);
-	}
 }
 
 typedef struct PartBuffer
@@ -176,57 +128,27 @@ static StoreResult
 store_pass(const char *install_id, BatchEvent **valid, int n,
 		   TimestampTz now, bool *is_new, StoreMode mode)
 {
-	Oid			relid;
 	Relation	rel;
 	AttrNumber	attnos[NUM_COLS];
-	EState	   *estate;
-	RangeTblEntry *rte;
-	ResultRelInfo *root;
-	ModifyTableState *mtstate;
-	PartitionTupleRouting *proute;
+	UtTarget   *t;
 	TupleTableSlot *rootslot;
 	TupleDesc	desc;
 	PartBuffer	buf;
-	CommandId	cid;
-	List	   *prepared = NIL;
 	Datum		install_datum;
 	StoreResult result = STORE_DONE;
 
-	relid = get_relname_relid("events", get_namespace_oid("usage_tracking", false));
-	if (!OidIsValid(relid))
+	rel = ut_table_open("events");
+	if (rel == NULL)
 		return STORE_NOT_APPLICABLE;
-	rel = table_open(relid, RowExclusiveLock);
 	if (rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE ||
-		!triggers_allow(rel) || !map_columns(rel, attnos))
+		!triggers_allow(rel) || !ut_map_columns(rel, col_names, NUM_COLS, attnos))
 	{
 		table_close(rel, RowExclusiveLock);
 		return STORE_NOT_APPLICABLE;
 	}
 	desc = RelationGetDescr(rel);
-
-	estate = CreateExecutorState();
-	rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	rte->requiredPerms = ACL_INSERT;
-	ExecInitRangeTable(estate, list_make1(rte));
-	root = makeNode(ResultRelInfo);
-	ExecInitResultRelation(estate, root, 1);
-
-	mtstate = makeNode(ModifyTableState);
-	mtstate->ps.plan = NULL;
-	mtstate->ps.state = estate;
-	mtstate->operation = CMD_INSERT;
-	mtstate->mt_nrels = 1;
-	mtstate->resultRelInfo = root;
-	mtstate->rootResultRelInfo = root;
-
-	proute = ExecSetupPartitionTupleRouting(estate, rel);
-	rootslot = table_slot_create(rel, &estate->es_tupleTable);
-	cid = GetCurrentCommandId(true);
-	estate->es_output_cid = cid;
+	t = ut_target_begin(rel);
+	rootslot = t->rootslot;
 
 	buf.rri = NULL;
 	buf.slots = palloc(sizeof(TupleTableSlot *) * n);
@@ -241,9 +163,8 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		ResultRelInfo *rri;
 		TupleTableSlot *slot;
 		ItemPointerData conflict;
-		TupleConversionMap *map;
 
-		ResetPerTupleExprContext(estate);
+		ResetPerTupleExprContext(t->estate);
 		ExecClearTuple(rootslot);
 		values = rootslot->tts_values;
 		nulls = rootslot->tts_isnull;
@@ -268,25 +189,15 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 #undef SET
 		ExecStoreVirtualTuple(rootslot);
 
-		rri = ExecFindPartition(mtstate, root, proute, rootslot, estate);
+		rri = ut_target_route(t);
 
 		/* a slot of the partition's own row type that outlives this loop */
-		slot = table_slot_create(rri->ri_RelationDesc, &estate->es_tupleTable);
-		map = rri->ri_RootToPartitionMap;
-		if (map != NULL)
-			execute_attr_map_slot(map->attrMap, rootslot, slot);
-		else
-			ExecCopySlot(slot, rootslot);
-		ExecMaterializeSlot(slot);
+		slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
+		ut_target_to_partition(t, rri, slot);
 
 		if (mode == STORE_PROBE_ALL || i == 0)
 		{
-			if (!list_member_ptr(prepared, rri))
-			{
-				prepare_probes(rri);
-				prepared = lappend(prepared, rri);
-			}
-			is_new[i] = ExecCheckIndexConstraints(rri, slot, estate, &conflict, NIL);
+			is_new[i] = ExecCheckIndexConstraints(rri, slot, t->estate, &conflict, NIL);
 			if (!is_new[i])
 			{
 				if (mode == STORE_OPTIMISTIC)
@@ -302,20 +213,15 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 
 		if (buf.rri != rri)
 		{
-			flush_buffer(&buf, estate, cid, NULL);
+			flush_buffer(&buf, t->estate, t->cid, NULL);
 			buf.rri = rri;
 		}
 		buf.slots[buf.nslots++] = slot;
 	}
 	if (result == STORE_DONE)
-		flush_buffer(&buf, estate, cid, NULL);
+		flush_buffer(&buf, t->estate, t->cid, NULL);
 
-	ExecCleanupTupleRouting(mtstate, proute);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	ExecCloseResultRelations(estate);
-	ExecCloseRangeTableRelations(estate);
-	FreeExecutorState(estate);
-	table_close(rel, NoLock);
+	ut_target_end(t);
 	return result;
 }
 

@@ -31,6 +31,7 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
+#include "counters.h"
 #include "usage_tracking.h"
 
 PG_FUNCTION_INFO_V1(usage_tracking_events_summarize);
@@ -96,42 +97,76 @@ int8_array(Datum *values, int n)
 	return construct_array(values, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
-/*
- * Sum rows (sorted by key) into one upsert row per key, and run the upsert.
- */
-static void
-upsert_summaries(SummaryRow *rows, int n)
+/* One daily row's deltas. */
+typedef struct DailyDelta
 {
-	Datum	   *install = palloc(sizeof(Datum) * n);
-	Datum	   *days = palloc(sizeof(Datum) * n);
-	Datum	   *users = palloc(sizeof(Datum) * n);
-	Datum	   *sources = palloc(sizeof(Datum) * n);
-	Datum	   *models = palloc(sizeof(Datum) * n);
-	Datum	   *requests = palloc(sizeof(Datum) * n);
-	Datum	   *prompt = palloc(sizeof(Datum) * n);
-	Datum	   *completion = palloc(sizeof(Datum) * n);
-	Datum	   *cached = palloc(sizeof(Datum) * n);
-	Datum	   *cost = palloc(sizeof(Datum) * n);
-	bool	   *cost_null = palloc(sizeof(bool) * n);
-	Datum	   *unpriced = palloc(sizeof(Datum) * n);
+	const SummaryRow *key;
+	int64		requests;
+	int64		prompt;
+	int64		completion;
+	int64		cached;
+	Numeric		cost;			/* NULL: no priced request */
+	int64		unpriced;
+} DailyDelta;
+
+/* One quota_usage or hourly_usage row's deltas. */
+typedef struct CounterDelta
+{
+	const char *key;			/* account or installation */
+	Datum		when;			/* month (date) or hour (timestamptz) */
+	int64		requests;
+	int64		tokens;
+} CounterDelta;
+
+static const UtCounterColumn daily_cols[] = {
+	{"install_id", UT_COUNTER_KEY},
+	{"usage_date", UT_COUNTER_KEY},
+	{"wp_user_id_hash", UT_COUNTER_KEY},
+	{"source", UT_COUNTER_KEY},
+	{"model", UT_COUNTER_KEY},
+	{"total_requests", UT_COUNTER_ADD},
+	{"prompt_tokens", UT_COUNTER_ADD},
+	{"completion_tokens", UT_COUNTER_ADD},
+	{"cached_prompt_tokens", UT_COUNTER_ADD},
+	{"estimated_cost_usd", UT_COUNTER_ADD_NUMERIC},
+	{"unpriced_requests", UT_COUNTER_ADD},
+};
+static const UtCounterSpec daily_spec = {"daily", lengthof(daily_cols), daily_cols};
+
+static const UtCounterColumn quota_cols[] = {
+	{"account_id", UT_COUNTER_KEY},
+	{"month", UT_COUNTER_KEY},
+	{"recorded", UT_COUNTER_ADD},
+	{"recorded_tokens", UT_COUNTER_ADD},
+	{"admitted", UT_COUNTER_KEEP},
+	{"pending", UT_COUNTER_SUB_CLAMP, 2},	/* admitted calls now recorded */
+};
+static const UtCounterSpec quota_spec = {"quota_usage", lengthof(quota_cols), quota_cols};
+
+static const UtCounterColumn hourly_cols[] = {
+	{"install_id", UT_COUNTER_KEY},
+	{"hour", UT_COUNTER_KEY},
+	{"requests", UT_COUNTER_ADD},
+	{"tokens", UT_COUNTER_ADD},
+};
+static const UtCounterSpec hourly_spec = {"hourly_usage", lengthof(hourly_cols), hourly_cols};
+
+/*
+ * Sum rows (sorted by key) into one delta per daily key, priced.
+ */
+static int
+daily_deltas(SummaryRow *rows, int n, DailyDelta *out)
+{
 	int			nkeys = 0;
 	int			i = 0;
-	Datum		args[11];
-	char		nulls[11];
-	int			dims[1];
-	int			lbs[1] = {1};
-	int			ret;
 
 	while (i < n)
 	{
-		int64		k_requests = 0,
-					k_prompt = 0,
-					k_completion = 0,
-					k_cached = 0,
-					k_unpriced = 0;
-		Numeric		k_cost = NULL;
+		DailyDelta *d = &out[nkeys++];
 		int			start = i;
 
+		memset(d, 0, sizeof(DailyDelta));
+		d->key = &rows[start];
 		/* one key, possibly several price groups */
 		while (i < n && key_cmp(&rows[start], &rows[i]) == 0)
 		{
@@ -142,15 +177,15 @@ upsert_summaries(SummaryRow *rows, int n)
 
 			while (i < n && row_cmp(&rows[g], &rows[i]) == 0)
 			{
-				k_requests++;
-				k_prompt += rows[i].prompt;
-				k_completion += rows[i].completion;
-				k_cached += rows[i].cached;
+				d->requests++;
+				d->prompt += rows[i].prompt;
+				d->completion += rows[i].completion;
+				d->cached += rows[i].cached;
 				g_uncached += rows[i].prompt - rows[i].cached;
 				g_cached += rows[i].cached;
 				g_completion += rows[i].completion;
 				if (rows[i].price == NULL)
-					k_unpriced++;
+					d->unpriced++;
 				i++;
 			}
 			if (rows[g].price != NULL)
@@ -158,23 +193,73 @@ upsert_summaries(SummaryRow *rows, int n)
 				Numeric		c = ut_price_cost(rows[g].price, g_uncached,
 											  g_cached, g_completion);
 
-				k_cost = k_cost ? numeric_add_opt_error(k_cost, c, NULL) : c;
+				d->cost = d->cost ? numeric_add_opt_error(d->cost, c, NULL) : c;
 			}
 		}
+	}
+	return nkeys;
+}
 
-		install[nkeys] = CStringGetTextDatum(rows[start].install_id);
-		days[nkeys] = DateADTGetDatum(rows[start].day);
-		users[nkeys] = CStringGetTextDatum(rows[start].user_hash);
-		sources[nkeys] = CStringGetTextDatum(rows[start].source);
-		models[nkeys] = CStringGetTextDatum(rows[start].model);
-		requests[nkeys] = Int64GetDatum(k_requests);
-		prompt[nkeys] = Int64GetDatum(k_prompt);
-		completion[nkeys] = Int64GetDatum(k_completion);
-		cached[nkeys] = Int64GetDatum(k_cached);
-		cost[nkeys] = k_cost ? NumericGetDatum(k_cost) : (Datum) 0;
-		cost_null[nkeys] = (k_cost == NULL);
-		unpriced[nkeys] = Int64GetDatum(k_unpriced);
-		nkeys++;
+/* Add the daily deltas row by row (counters.c). */
+static void
+add_daily(UtCounters *c, DailyDelta *d, int nkeys)
+{
+	for (int k = 0; k < nkeys; k++)
+	{
+		Datum		v[11];
+		bool		nulls[11] = {false};
+
+		v[0] = CStringGetTextDatum(d[k].key->install_id);
+		v[1] = DateADTGetDatum(d[k].key->day);
+		v[2] = CStringGetTextDatum(d[k].key->user_hash);
+		v[3] = CStringGetTextDatum(d[k].key->source);
+		v[4] = CStringGetTextDatum(d[k].key->model);
+		v[5] = Int64GetDatum(d[k].requests);
+		v[6] = Int64GetDatum(d[k].prompt);
+		v[7] = Int64GetDatum(d[k].completion);
+		v[8] = Int64GetDatum(d[k].cached);
+		v[9] = d[k].cost ? NumericGetDatum(d[k].cost) : (Datum) 0;
+		nulls[9] = (d[k].cost == NULL);
+		v[10] = Int64GetDatum(d[k].unpriced);
+		ut_counters_add(c, v, nulls);
+	}
+}
+
+/* Upsert the daily deltas with one SQL statement. */
+static void
+upsert_daily(DailyDelta *d, int nkeys)
+{
+	Datum	   *install = palloc(sizeof(Datum) * nkeys);
+	Datum	   *days = palloc(sizeof(Datum) * nkeys);
+	Datum	   *users = palloc(sizeof(Datum) * nkeys);
+	Datum	   *sources = palloc(sizeof(Datum) * nkeys);
+	Datum	   *models = palloc(sizeof(Datum) * nkeys);
+	Datum	   *requests = palloc(sizeof(Datum) * nkeys);
+	Datum	   *prompt = palloc(sizeof(Datum) * nkeys);
+	Datum	   *completion = palloc(sizeof(Datum) * nkeys);
+	Datum	   *cached = palloc(sizeof(Datum) * nkeys);
+	Datum	   *cost = palloc(sizeof(Datum) * nkeys);
+	bool	   *cost_null = palloc(sizeof(bool) * nkeys);
+	Datum	   *unpriced = palloc(sizeof(Datum) * nkeys);
+	Datum		args[11];
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			ret;
+
+	for (int k = 0; k < nkeys; k++)
+	{
+		install[k] = CStringGetTextDatum(d[k].key->install_id);
+		days[k] = DateADTGetDatum(d[k].key->day);
+		users[k] = CStringGetTextDatum(d[k].key->user_hash);
+		sources[k] = CStringGetTextDatum(d[k].key->source);
+		models[k] = CStringGetTextDatum(d[k].key->model);
+		requests[k] = Int64GetDatum(d[k].requests);
+		prompt[k] = Int64GetDatum(d[k].prompt);
+		completion[k] = Int64GetDatum(d[k].completion);
+		cached[k] = Int64GetDatum(d[k].cached);
+		cost[k] = d[k].cost ? NumericGetDatum(d[k].cost) : (Datum) 0;
+		cost_null[k] = (d[k].cost == NULL);
+		unpriced[k] = Int64GetDatum(d[k].unpriced);
 	}
 
 	dims[0] = nkeys;
@@ -190,22 +275,16 @@ upsert_summaries(SummaryRow *rows, int n)
 	args[9] = PointerGetDatum(construct_md_array(cost, cost_null, 1, dims, lbs,
 												 NUMERICOID, -1, false, TYPALIGN_INT));
 	args[10] = PointerGetDatum(int8_array(unpriced, nkeys));
-	memset(nulls, ' ', sizeof(nulls));
 
 	if (upsert_plan == NULL)
 	{
 		Oid			types[11] = {TEXTARRAYOID, DATEARRAYOID, TEXTARRAYOID,
 			TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
 			INT8ARRAYOID, INT8ARRAYOID, NUMERICARRAYOID, INT8ARRAYOID};
-		SPIPlanPtr	plan = SPI_prepare(upsert_sql, 11, types);
 
-		if (plan == NULL)
-			elog(ERROR, "could not prepare summary upsert: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		upsert_plan = plan;
+		upsert_plan = ut_prepare_kept(upsert_sql, 11, types);
 	}
-	ret = SPI_execute_plan(upsert_plan, args, nulls, false, 0);
+	ret = SPI_execute_plan(upsert_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "summary upsert failed: %s", SPI_result_code_string(ret));
 }
@@ -222,10 +301,8 @@ static SPIPlanPtr hourly_counter_plan = NULL;
 
 static const char *quota_counter_sql =
 "INSERT INTO usage_tracking.quota_usage AS q (account_id, month, recorded, recorded_tokens)"
-" SELECT i.account_id, u.month, count(*), sum(u.tokens)::int8"
-" FROM unnest($1::text[], $2::date[], $3::int8[]) AS u(install_id, month, tokens)"
-" JOIN usage_tracking.installations i ON i.install_id = u.install_id"
-" GROUP BY 1, 2 ORDER BY 1, 2"
+" SELECT u.account_id, u.month, u.requests, u.tokens"
+" FROM unnest($1::text[], $2::date[], $3::int8[], $4::int8[]) AS u(account_id, month, requests, tokens)"
 " ON CONFLICT (account_id, month) DO UPDATE SET"
 "  recorded = q.recorded + EXCLUDED.recorded,"
 "  recorded_tokens = q.recorded_tokens + EXCLUDED.recorded_tokens,"
@@ -233,10 +310,8 @@ static const char *quota_counter_sql =
 
 static const char *hourly_counter_sql =
 "INSERT INTO usage_tracking.hourly_usage AS h (install_id, hour, requests, tokens)"
-" SELECT u.install_id, u.hour, count(*), sum(u.tokens)::int8"
-" FROM unnest($1::text[], $2::timestamptz[], $3::int8[]) AS u(install_id, hour, tokens)"
-" WHERE EXISTS (SELECT 1 FROM usage_tracking.installations i WHERE i.install_id = u.install_id)"
-" GROUP BY 1, 2 ORDER BY 1, 2"
+" SELECT u.install_id, u.hour, u.requests, u.tokens"
+" FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::int8[]) AS u(install_id, hour, requests, tokens)"
 " ON CONFLICT (install_id, hour) DO UPDATE SET"
 "  requests = h.requests + EXCLUDED.requests,"
 "  tokens = h.tokens + EXCLUDED.tokens";
@@ -250,71 +325,200 @@ month_start(DateADT day)
 	return date2j(y, m, 1) - POSTGRES_EPOCH_JDATE;
 }
 
+static int
+counter_cmp(const void *pa, const void *pb)
+{
+	const CounterDelta *a = pa;
+	const CounterDelta *b = pb;
+	int			c = strcmp(a->key, b->key);
+
+	if (c != 0)
+		return c;
+	if (a->when != b->when)
+		return (int64) a->when < (int64) b->when ? -1 : 1;
+	return 0;
+}
+
+/* Sort deltas by key and sum the ones of one key; returns the key count. */
+static int
+merge_counters(CounterDelta *d, int n)
+{
+	int			nkeys = 0;
+
+	qsort(d, n, sizeof(CounterDelta), counter_cmp);
+	for (int i = 0; i < n; i++)
+	{
+		if (nkeys > 0 && counter_cmp(&d[nkeys - 1], &d[i]) == 0)
+		{
+			d[nkeys - 1].requests += d[i].requests;
+			d[nkeys - 1].tokens += d[i].tokens;
+		}
+		else
+			d[nkeys++] = d[i];
+	}
+	return nkeys;
+}
+
+/* Add counter deltas through counters.c, or upsert them with one statement. */
+static void
+add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
+			 Oid when_type, CounterDelta *d, int nkeys)
+{
+	UtCounters *c;
+
+	if (nkeys == 0)
+		return;
+	c = ut_counters_open(spec);
+	if (c != NULL)
+	{
+		for (int k = 0; k < nkeys; k++)
+		{
+			Datum		v[6];
+			bool		nulls[6] = {false};
+
+			v[0] = CStringGetTextDatum(d[k].key);
+			v[1] = d[k].when;
+			v[2] = Int64GetDatum(d[k].requests);
+			v[3] = Int64GetDatum(d[k].tokens);
+			v[4] = Int64GetDatum(0);	/* quota_usage.admitted: kept */
+			v[5] = Int64GetDatum(0);	/* quota_usage.pending: from column 2 */
+			ut_counters_add(c, v, nulls);
+		}
+		ut_counters_close(c);
+	}
+	else
+	{
+		Datum	   *keys = palloc(sizeof(Datum) * nkeys);
+		Datum	   *whens = palloc(sizeof(Datum) * nkeys);
+		Datum	   *requests = palloc(sizeof(Datum) * nkeys);
+		Datum	   *tokens = palloc(sizeof(Datum) * nkeys);
+		Datum		args[4];
+		int			ret;
+
+		for (int k = 0; k < nkeys; k++)
+		{
+			keys[k] = CStringGetTextDatum(d[k].key);
+			whens[k] = d[k].when;
+			requests[k] = Int64GetDatum(d[k].requests);
+			tokens[k] = Int64GetDatum(d[k].tokens);
+		}
+		if (*plan == NULL)
+		{
+			Oid			types[4] = {TEXTARRAYOID,
+				when_type == DATEOID ? DATEARRAYOID : TIMESTAMPTZARRAYOID,
+				INT8ARRAYOID, INT8ARRAYOID};
+
+			*plan = ut_prepare_kept(sql, 4, types);
+		}
+		args[0] = PointerGetDatum(text_array(keys, nkeys));
+		args[1] = when_type == DATEOID
+			? PointerGetDatum(construct_array(whens, nkeys, DATEOID, 4, true, TYPALIGN_INT))
+			: PointerGetDatum(construct_array(whens, nkeys, TIMESTAMPTZOID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[2] = PointerGetDatum(int8_array(requests, nkeys));
+		args[3] = PointerGetDatum(int8_array(tokens, nkeys));
+		ret = SPI_execute_plan(*plan, args, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "%s upsert failed: %s", spec->relname,
+				 SPI_result_code_string(ret));
+	}
+}
+
 static void
 count_usage(SummaryRow *rows, int n)
 {
-	Datum	   *install = palloc(sizeof(Datum) * n);
-	Datum	   *months = palloc(sizeof(Datum) * n);
-	Datum	   *hours = palloc(sizeof(Datum) * n);
-	Datum	   *tokens = palloc(sizeof(Datum) * n);
-	Datum		args[3];
-	int			ret;
+	CounterDelta *months = palloc(sizeof(CounterDelta) * n);
+	CounterDelta *hours = palloc(sizeof(CounterDelta) * n);
+	int			m = 0;
 
 	for (int i = 0; i < n; i++)
 	{
 		TimestampTz hour = rows[i].created - rows[i].created % USECS_PER_HOUR;
+		int64		tokens = rows[i].prompt + rows[i].completion;
 
+		if (rows[i].account_id == NULL)
+			continue;			/* an unknown installation */
 		if (rows[i].created < 0 && rows[i].created % USECS_PER_HOUR != 0)
 			hour -= USECS_PER_HOUR;
-		install[i] = CStringGetTextDatum(rows[i].install_id);
-		months[i] = DateADTGetDatum(month_start(rows[i].day));
-		hours[i] = TimestampTzGetDatum(hour);
-		tokens[i] = Int64GetDatum(rows[i].prompt + rows[i].completion);
+		months[m].key = rows[i].account_id;
+		months[m].when = DateADTGetDatum(month_start(rows[i].day));
+		months[m].requests = 1;
+		months[m].tokens = tokens;
+		hours[m].key = rows[i].install_id;
+		hours[m].when = TimestampTzGetDatum(hour);
+		hours[m].requests = 1;
+		hours[m].tokens = tokens;
+		m++;
 	}
-
-	if (quota_counter_plan == NULL)
-	{
-		Oid			qtypes[3] = {TEXTARRAYOID, DATEARRAYOID, INT8ARRAYOID};
-		Oid			htypes[3] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
-		SPIPlanPtr	q = SPI_prepare(quota_counter_sql, 3, qtypes);
-		SPIPlanPtr	h = SPI_prepare(hourly_counter_sql, 3, htypes);
-
-		if (q == NULL || h == NULL)
-			elog(ERROR, "could not prepare usage counters: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(q);
-		SPI_keepplan(h);
-		quota_counter_plan = q;
-		hourly_counter_plan = h;
-	}
-
-	args[0] = PointerGetDatum(text_array(install, n));
-	args[1] = PointerGetDatum(construct_array(months, n, DATEOID, 4, true, TYPALIGN_INT));
-	args[2] = PointerGetDatum(int8_array(tokens, n));
-	ret = SPI_execute_plan(quota_counter_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "quota counter upsert failed: %s", SPI_result_code_string(ret));
-
-	args[1] = PointerGetDatum(construct_array(hours, n, TIMESTAMPTZOID, 8,
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	ret = SPI_execute_plan(hourly_counter_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "hourly counter upsert failed: %s", SPI_result_code_string(ret));
+	add_counters(&quota_spec, &quota_counter_plan, quota_counter_sql, DATEOID,
+				 months, merge_counters(months, m));
+	add_counters(&hourly_spec, &hourly_counter_plan, hourly_counter_sql,
+				 TIMESTAMPTZOID, hours, merge_counters(hours, m));
 }
 
 /*
- * Account for rows (new events, priced): the governance counters, then the
- * daily summaries, each key upserted once, in key order.  SPI must be
- * connected.
+ * Account for rows (new events, priced, account_id set for known
+ * installations): the governance counters, then the daily summaries, each
+ * key once, in key order.  SPI must be connected.
  */
 void
 ut_summarize(SummaryRow *rows, int n)
 {
+	DailyDelta *deltas;
+	int			nkeys;
+	UtCounters *c;
+
 	if (n == 0)
 		return;
 	qsort(rows, n, sizeof(SummaryRow), row_cmp);
 	count_usage(rows, n);
-	upsert_summaries(rows, n);
+
+	deltas = palloc(sizeof(DailyDelta) * n);
+	nkeys = daily_deltas(rows, n, deltas);
+	c = ut_counters_open(&daily_spec);
+	if (c != NULL)
+	{
+		add_daily(c, deltas, nkeys);
+		ut_counters_close(c);
+	}
+	else
+		upsert_daily(deltas, nkeys);
+}
+
+/*
+ * Set account_id of rows (sorted by installation) from usage_tracking.
+ * installations; NULL for an unknown installation.
+ */
+static void
+resolve_accounts(SummaryRow *rows, int n)
+{
+	static SPIPlanPtr plan = NULL;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = ut_prepare_kept("SELECT account_id FROM usage_tracking.installations"
+							" WHERE install_id = $1", 1, types);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		Datum		arg;
+		int			ret;
+
+		if (i > 0 && strcmp(rows[i].install_id, rows[i - 1].install_id) == 0)
+		{
+			rows[i].account_id = rows[i - 1].account_id;
+			continue;
+		}
+		arg = CStringGetTextDatum(rows[i].install_id);
+		ret = SPI_execute_plan(plan, &arg, NULL, true, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "installation lookup failed: %s", SPI_result_code_string(ret));
+		rows[i].account_id = SPI_processed == 1
+			? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)
+			: NULL;
+	}
 }
 
 DateADT
@@ -406,6 +610,8 @@ usage_tracking_events_summarize(PG_FUNCTION_ARGS)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
+		qsort(rows, n, sizeof(SummaryRow), row_cmp);
+		resolve_accounts(rows, n);
 		ut_summarize(rows, n);
 		SPI_finish();
 	}

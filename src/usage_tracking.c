@@ -8,6 +8,7 @@
  */
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -105,4 +106,19 @@ usage_tracking_retention(PG_FUNCTION_ARGS)
 	result->day = seconds / 86400;
 	result->time = (int64) (seconds % 86400) * USECS_PER_SEC;
 	PG_RETURN_INTERVAL_P(result);
+}
+
+/*
+ * Prepare a statement once per backend, its plan kept beyond SPI_finish.
+ */
+SPIPlanPtr
+ut_prepare_kept(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
 }

@@ -39,6 +39,10 @@ extern int	ut_secret_grace;		/* seconds */
 extern int	ut_event_retention;		/* seconds */
 extern int	ut_daily_retention;		/* seconds */
 
+/* usage_tracking.c */
+struct _SPI_plan;
+extern struct _SPI_plan *ut_prepare_kept(const char *sql, int nargs, Oid *types);
+
 /* hmac.c */
 extern void ut_hmac_sha256(const uint8 *key, size_t keylen,
 						   const uint8 *part1, size_t len1,
@@ -72,6 +76,7 @@ typedef struct SummaryRow
 	char	   *model;
 	DateADT		day;
 	TimestampTz created;
+	const char *account_id;		/* NULL for an unknown installation */
 	const PriceRow *price;		/* NULL when unpriced */
 	int64		prompt;
 	int64		completion;

@@ -51,3 +51,66 @@ SELECT t.post(t.batch(:inst, jsonb_build_array(
 SELECT e.event_id, e.tableoid::regclass AS partition
   FROM usage_tracking.events e WHERE e.event_id IN ('sp_7', 'sp_8', 'sp_9') ORDER BY 1;
 SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source = 'inline';
+
+-- Summary and counter rows are added to without an SQL statement too,
+-- unless a table needs one: here, a trigger of its own on each.  Both ways
+-- give the same rows.
+CREATE TABLE t.counter_rows_seen (tbl text, op text);
+CREATE FUNCTION t.note_counter_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO t.counter_rows_seen VALUES (TG_TABLE_NAME, TG_OP);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER note_row AFTER INSERT OR UPDATE ON usage_tracking.daily
+  FOR EACH ROW EXECUTE FUNCTION t.note_counter_row();
+CREATE TRIGGER note_row AFTER INSERT OR UPDATE ON usage_tracking.quota_usage
+  FOR EACH ROW EXECUTE FUNCTION t.note_counter_row();
+CREATE TRIGGER note_row AFTER INSERT OR UPDATE ON usage_tracking.hourly_usage
+  FOR EACH ROW EXECUTE FUNCTION t.note_counter_row();
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_10', '2025-11-03 09:06:00+00', source => 'inline'),
+         t.event('sp_11', '2025-11-03 09:07:00+00', source => 'queue'))), :secret, :now)->'received' AS received;
+SELECT tbl, op, count(*) FROM t.counter_rows_seen GROUP BY 1, 2 ORDER BY 1, 2;
+DROP TRIGGER note_row ON usage_tracking.daily;
+DROP TRIGGER note_row ON usage_tracking.quota_usage;
+DROP TRIGGER note_row ON usage_tracking.hourly_usage;
+SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source IN ('inline', 'queue');
+
+-- The quota counters of the account and the hourly ones of the
+-- installation equal the raw events, whichever way each batch was counted.
+SELECT (SELECT sum(recorded) FROM usage_tracking.quota_usage q
+          JOIN usage_tracking.installations i USING (account_id) WHERE i.install_id = :inst)
+       = (SELECT count(*) FROM usage_tracking.events e JOIN usage_tracking.installations i USING (install_id)
+           WHERE i.account_id = (SELECT account_id FROM usage_tracking.installations WHERE install_id = :inst))
+         AS quota_exact,
+       NOT EXISTS (SELECT date_trunc('hour', created_at), count(*), sum(prompt_tokens + completion_tokens)
+                     FROM usage_tracking.events WHERE install_id = :inst GROUP BY 1
+                   EXCEPT ALL
+                   SELECT hour, requests, tokens FROM usage_tracking.hourly_usage WHERE install_id = :inst)
+       AND NOT EXISTS (SELECT hour, requests, tokens FROM usage_tracking.hourly_usage WHERE install_id = :inst
+                       EXCEPT ALL
+                       SELECT date_trunc('hour', created_at), count(*), sum(prompt_tokens + completion_tokens)
+                         FROM usage_tracking.events WHERE install_id = :inst GROUP BY 1) AS hourly_exact;
+
+-- A summary partition whose columns are in another order than the parent's
+-- (and one dropped): rows are converted on the way in and out.
+CREATE TABLE t.daily_odd (gone int, unpriced_requests bigint NOT NULL DEFAULT 0,
+  estimated_cost_usd numeric, cached_prompt_tokens bigint NOT NULL DEFAULT 0,
+  completion_tokens bigint NOT NULL DEFAULT 0, prompt_tokens bigint NOT NULL DEFAULT 0,
+  total_requests bigint NOT NULL DEFAULT 0, model text COLLATE "C" NOT NULL,
+  source text COLLATE "C" NOT NULL, wp_user_id_hash text COLLATE "C" NOT NULL,
+  usage_date date NOT NULL, install_id text COLLATE "C" NOT NULL);
+ALTER TABLE t.daily_odd DROP COLUMN gone;
+ALTER TABLE usage_tracking.daily ATTACH PARTITION t.daily_odd FOR VALUES FROM ('2025-09-01') TO ('2025-10-01');
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_12', '2025-09-15 09:00:00+00', source => 'inline'),
+         t.event('sp_13', '2025-09-15 09:01:00+00', source => 'inline'))), :secret, :now)->'received' AS received;
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_14', '2025-09-15 09:02:00+00', source => 'inline'))), :secret, :now)->'received' AS received;
+SELECT usage_date, source, total_requests, prompt_tokens FROM t.daily_odd;
+SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source IN ('inline', 'queue');
+DELETE FROM usage_tracking.events WHERE event_id IN ('sp_12', 'sp_13', 'sp_14');
+DELETE FROM usage_tracking.quota_usage WHERE month = '2025-09-01';
+DELETE FROM usage_tracking.hourly_usage WHERE hour = '2025-09-15 09:00:00+00';
+ALTER TABLE usage_tracking.daily DETACH PARTITION t.daily_odd;
+DROP TABLE t.daily_odd;

@@ -42,10 +42,13 @@ typedef struct Installation
 	bool		suspended;
 	char	   *secret;
 	char	   *previous_secret;	/* NULL once its grace has ended */
+	bool		seen_recently;	/* last_seen_at within the minute before now */
+	UtQuotaPlan plan;			/* the account's plan and month so far */
 } Installation;
 
 /*
- * Look up an installation with its secrets.  Nothing is locked: concurrent
+ * Look up an installation with its secrets, whether it was seen in the last
+ * minute, and its account's plan and month so far.  Nothing is locked: concurrent
  * batches of one installation are kept apart by the unique index on events
  * (an insert waits for another transaction inserting the same key) and take
  * summary and counter rows in key order.
@@ -53,7 +56,7 @@ typedef struct Installation
 static bool
 fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 {
-	Datum		args[2];
+	Datum		args[3];
 	bool		isnull;
 	HeapTuple	tup;
 	TupleDesc	desc;
@@ -61,20 +64,28 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 
 	if (install_plan == NULL)
 	{
-		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
+
+		Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, DATEOID};
 
 		install_plan = ut_prepare_kept(
-									"SELECT i.account_id, i.status <> 'active' OR a.status <> 'active',"
-									" s.secret,"
-									" CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END"
-									" FROM usage_tracking.installations i"
-									" JOIN usage_tracking.accounts a USING (account_id)"
-									" JOIN usage_tracking.installation_secrets s USING (install_id)"
-									" WHERE i.install_id = $1",
-									2, types);
+									   "SELECT i.account_id, i.status <> 'active' OR a.status <> 'active',"
+									   " s.secret,"
+									   " CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END,"
+									   " i.last_seen_at > $2 - interval '1 minute',"
+									   " p.rate_requests_5m, p.monthly_requests, p.warning_pct,"
+									   " p.critical_pct, p.block_pct,"
+									   " coalesce((SELECT q.recorded + q.pending FROM usage_tracking.quota_usage q"
+									   "           WHERE q.account_id = i.account_id AND q.month = $3), 0)"
+									   " FROM usage_tracking.installations i"
+									   " JOIN usage_tracking.accounts a USING (account_id)"
+									   " JOIN usage_tracking.plans p USING (plan)"
+									   " JOIN usage_tracking.installation_secrets s USING (install_id)"
+									   " WHERE i.install_id = $1",
+									   3, types);
 	}
 	args[0] = CStringGetTextDatum(install_id);
 	args[1] = TimestampTzGetDatum(now);
+	args[2] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
 	ret = SPI_execute_plan(install_plan, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "installation lookup failed: %s", SPI_result_code_string(ret));
@@ -87,6 +98,8 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 	inst->suspended = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
 	inst->secret = SPI_getvalue(tup, desc, 3);
 	inst->previous_secret = SPI_getvalue(tup, desc, 4);
+	inst->seen_recently = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)) && !isnull;
+	ut_quota_plan_from_tuple(tup, desc, 6, &inst->plan);
 	return true;
 }
 
@@ -456,12 +469,13 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	 */
 	if (nvalid > 0)
 	{
-		mark_seen(batch.install_id, now);
+		if (!inst.seen_recently)
+			mark_seen(batch.install_id, now);
 		inserted = store_events(batch.install_id, inst.account_id, valid, nvalid, now);
 	}
 	quota = MemoryContextStrdup(work,
 								ut_ingest_quota(batch.install_id, inst.account_id,
-												inserted, now));
+												inserted, now, &inst.plan));
 	SPI_finish();
 
 	/* The response. */

@@ -11,7 +11,9 @@
  * the account's month: recorded + pending requests against the plan's limit
  * and thresholds (quota_usage, kept with the summaries).  Both are one
  * prepared statement each, so the check costs two index lookups on the hot
- * path; authorize() and quota_status() apply the same rules in SQL.
+ * path; ingest reads the plan and the month with the installation, so a
+ * post that stores nothing (a retry) runs neither.  authorize() and
+ * quota_status() apply the same rules in SQL.
  *
  *-------------------------------------------------------------------------
  */
@@ -86,39 +88,73 @@ retry_after(const int64 *slots, TimestampTz minute, TimestampTz now, int64 exces
 }
 
 static const char *
-quota_level(int64 used, bool unlimited, int64 limit, int warn, int crit, int block)
+quota_level(const UtQuotaPlan *p)
 {
-	if (unlimited)
+	int64		used100 = p->used * 100;
+
+	if (p->unlimited)
 		return "ok";
-	if (used * 100 >= limit * block)
+	if (used100 >= p->monthly_requests * p->block_pct)
 		return "blocked";
-	if (used * 100 >= limit * crit)
+	if (used100 >= p->monthly_requests * p->critical_pct)
 		return "critical";
-	if (used * 100 >= limit * warn)
+	if (used100 >= p->monthly_requests * p->warning_pct)
 		return "warning";
 	return "ok";
 }
 
-/* Count the post (when it stored something) and give the verdict as JSON. */
+/* The verdict: {"level", "used", "limit"}. */
+static char *
+quota_json(const UtQuotaPlan *p)
+{
+	if (p->unlimited)
+		return psprintf("{\"level\": \"ok\", \"used\": " INT64_FORMAT ", \"limit\": null}",
+						p->used);
+	return psprintf("{\"level\": \"%s\", \"used\": " INT64_FORMAT ", \"limit\": " INT64_FORMAT "}",
+					quota_level(p), p->used, p->monthly_requests);
+}
+
+/*
+ * Read a plan and the month's usage from columns first.. of a tuple:
+ * rate_requests_5m, monthly_requests, warning_pct, critical_pct, block_pct,
+ * recorded + pending.
+ */
+void
+ut_quota_plan_from_tuple(HeapTuple tup, TupleDesc desc, int first, UtQuotaPlan *plan)
+{
+	bool		isnull;
+
+	plan->rate_requests_5m = DatumGetInt32(SPI_getbinval(tup, desc, first, &isnull));
+	plan->monthly_requests = DatumGetInt64(SPI_getbinval(tup, desc, first + 1,
+														 &plan->unlimited));
+	plan->warning_pct = DatumGetInt32(SPI_getbinval(tup, desc, first + 2, &isnull));
+	plan->critical_pct = DatumGetInt32(SPI_getbinval(tup, desc, first + 3, &isnull));
+	plan->block_pct = DatumGetInt32(SPI_getbinval(tup, desc, first + 4, &isnull));
+	plan->used = DatumGetInt64(SPI_getbinval(tup, desc, first + 5, &isnull));
+}
+
+/*
+ * Count the post (when it stored something) and give the verdict as JSON.
+ * known, when given, is the plan and usage read at the start of the
+ * request: a post that stored nothing changed neither, so no statement
+ * runs at all.
+ */
 char *
 ut_ingest_quota(const char *install_id, const char *account_id,
-				int64 new_requests, TimestampTz now)
+				int64 new_requests, TimestampTz now, const UtQuotaPlan *known)
 {
 	TimestampTz minute = now - now % USECS_PER_MINUTE;
-	DateADT		day = ut_utc_day(now);
-	int			y, m, d;
 	Datum		args[2];
 	bool		isnull;
 	int			ret;
 	int64		slots[WINDOW_SLOTS] = {0};
 	TimestampTz window_minute = minute;
-	int			rate;
-	bool		unlimited;
-	int64		limit = 0;
-	int			warn, crit, block;
-	int64		used;
+	UtQuotaPlan plan;
 	HeapTuple	tup;
 	TupleDesc	desc;
+
+	if (known != NULL && new_requests == 0)
+		return quota_json(known);
 
 	if (window_plan == NULL)
 	{
@@ -150,9 +186,8 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 			slots[i] = DatumGetInt64(elems[i]);
 	}
 
-	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
 	args[0] = CStringGetTextDatum(account_id);
-	args[1] = DateADTGetDatum(date2j(y, m, 1) - POSTGRES_EPOCH_JDATE);
+	args[1] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
 	ret = SPI_execute_plan(verdict_plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "quota lookup failed: %s", SPI_result_code_string(ret));
@@ -160,14 +195,7 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown account")));
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	rate = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-	limit = DatumGetInt64(SPI_getbinval(tup, desc, 2, &unlimited));
-	warn = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-	crit = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-	block = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-	used = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	ut_quota_plan_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &plan);
 
 	if (new_requests > 0)
 	{
@@ -175,23 +203,21 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 
 		for (int i = 0; i < WINDOW_SLOTS; i++)
 			total += slots[i];
-		if (total > rate)
+		if (total > plan.rate_requests_5m)
 		{
-			int			retry = retry_after(slots, window_minute, now, total - rate);
+			int			retry = retry_after(slots, window_minute, now,
+											total - plan.rate_requests_5m);
 
 			ereport(ERROR,
 					(errcode(UT_ERRCODE_RATE_LIMITED),
-					 errmsg("rate limited: more than %d batches in 5 minutes", rate),
+					 errmsg("rate limited: more than %d batches in 5 minutes",
+							plan.rate_requests_5m),
 					 retry >= 0 ? errdetail_internal("{\"retry_after_s\": %d}", retry)
 					 : errdetail_internal("{\"retry_after_s\": null}"),
 					 errhint("Post the same events again after retry_after_s seconds.")));
 		}
 	}
-
-	if (unlimited)
-		return psprintf("{\"level\": \"ok\", \"used\": " INT64_FORMAT ", \"limit\": null}", used);
-	return psprintf("{\"level\": \"%s\", \"used\": " INT64_FORMAT ", \"limit\": " INT64_FORMAT "}",
-					quota_level(used, false, limit, warn, crit, block), used, limit);
+	return quota_json(&plan);
 }
 
 /*
@@ -211,7 +237,7 @@ usage_tracking_ingest_quota(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	json = ut_ingest_quota(install_id, account_id, new_requests, now);
+	json = ut_ingest_quota(install_id, account_id, new_requests, now, NULL);
 	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();

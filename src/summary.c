@@ -316,8 +316,8 @@ static const char *hourly_counter_sql =
 "  requests = h.requests + EXCLUDED.requests,"
 "  tokens = h.tokens + EXCLUDED.tokens";
 
-static DateADT
-month_start(DateADT day)
+DateADT
+ut_month_start(DateADT day)
 {
 	int			y, m, d;
 
@@ -441,7 +441,7 @@ count_usage(SummaryRow *rows, int n)
 		if (rows[i].created < 0 && rows[i].created % USECS_PER_HOUR != 0)
 			hour -= USECS_PER_HOUR;
 		months[m].key = rows[i].account_id;
-		months[m].when = DateADTGetDatum(month_start(rows[i].day));
+		months[m].when = DateADTGetDatum(ut_month_start(rows[i].day));
 		months[m].requests = 1;
 		months[m].tokens = tokens;
 		hours[m].key = rows[i].install_id;

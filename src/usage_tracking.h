@@ -10,6 +10,8 @@
 
 #include "postgres.h"
 
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "utils/date.h"
 #include "utils/numeric.h"
 
@@ -85,10 +87,25 @@ typedef struct SummaryRow
 
 extern void ut_summarize(SummaryRow *rows, int n);
 extern DateADT ut_utc_day(TimestampTz ts);
+extern DateADT ut_month_start(DateADT day);
 
 /* quota.c */
+typedef struct UtQuotaPlan
+{
+	int			rate_requests_5m;
+	bool		unlimited;
+	int64		monthly_requests;
+	int			warning_pct;
+	int			critical_pct;
+	int			block_pct;
+	int64		used;			/* recorded + pending this month */
+} UtQuotaPlan;
+
+extern void ut_quota_plan_from_tuple(HeapTuple tup, TupleDesc desc, int first,
+									 UtQuotaPlan *plan);
 extern char *ut_ingest_quota(const char *install_id, const char *account_id,
-							 int64 new_requests, TimestampTz now);
+							 int64 new_requests, TimestampTz now,
+							 const UtQuotaPlan *known);
 
 /* store.c */
 extern bool ut_store_events(const char *install_id, BatchEvent **valid, int n,

@@ -57,7 +57,7 @@ COMMENT ON TABLE @extschema@.installations IS
 
 -- Secrets: readable by the extension owner only (no grants at all).
 CREATE TABLE @extschema@.installation_secrets (
-    install_id          text PRIMARY KEY REFERENCES @extschema@.installations ON DELETE CASCADE,
+    install_id          text COLLATE "C" PRIMARY KEY REFERENCES @extschema@.installations ON DELETE CASCADE,
     secret              text NOT NULL CHECK (length(secret) BETWEEN 16 AND 200),
     previous_secret     text CHECK (length(previous_secret) BETWEEN 16 AND 200),
     previous_expires_at timestamptz,

@@ -30,7 +30,7 @@ COMMENT ON TABLE @extschema@.maintenance_log IS
 
 -- Voided events: events.voided_at marks them, this table is the audit trail.
 CREATE TABLE @extschema@.event_voids (
-    install_id            text NOT NULL,
+    install_id            text COLLATE "C" NOT NULL,
     event_id              text NOT NULL,
     created_at            timestamptz NOT NULL,
     wp_user_id_hash       text NOT NULL,
@@ -51,7 +51,7 @@ COMMENT ON TABLE @extschema@.event_voids IS
 CREATE TABLE @extschema@.erasure_log (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind        text NOT NULL CHECK (kind IN ('user', 'installation')),
-    install_id  text,
+    install_id  text COLLATE "C",
     account_id  text,
     erased_at   timestamptz NOT NULL,
     erased_by   text NOT NULL,

@@ -32,7 +32,7 @@ COMMENT ON TABLE @extschema@.quota_usage IS
 
 -- Hourly usage per installation, from the stored events (abuse detection).
 CREATE TABLE @extschema@.hourly_usage (
-    install_id      text NOT NULL REFERENCES @extschema@.installations ON DELETE CASCADE,
+    install_id      text COLLATE "C" NOT NULL REFERENCES @extschema@.installations ON DELETE CASCADE,
     hour            timestamptz NOT NULL,
     requests        bigint NOT NULL DEFAULT 0 CHECK (requests >= 0),
     tokens          bigint NOT NULL DEFAULT 0 CHECK (tokens >= 0),
@@ -45,7 +45,7 @@ COMMENT ON TABLE @extschema@.hourly_usage IS
 -- Posts per installation, one slot per minute (slot 1 = the minute in
 -- "minute", slot i = i - 1 minutes before): a sliding 5-minute window.
 CREATE TABLE @extschema@.ingest_windows (
-    install_id      text PRIMARY KEY REFERENCES @extschema@.installations ON DELETE CASCADE,
+    install_id      text COLLATE "C" PRIMARY KEY REFERENCES @extschema@.installations ON DELETE CASCADE,
     minute          timestamptz NOT NULL,
     posts           bigint[] NOT NULL CHECK (cardinality(posts) = 5)
 );

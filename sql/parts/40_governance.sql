@@ -66,7 +66,7 @@ COMMENT ON FUNCTION @extschema@.set_plan(text, bigint, integer, integer, integer
 -- Admissions per installation -------------------------------------------------
 
 CREATE TABLE @extschema@.rate_state (
-    install_id          text PRIMARY KEY REFERENCES @extschema@.installations ON DELETE CASCADE,
+    install_id          text COLLATE "C" PRIMARY KEY REFERENCES @extschema@.installations ON DELETE CASCADE,
     minute              timestamptz NOT NULL,
     requests            bigint[] NOT NULL CHECK (cardinality(requests) = 5),
     tokens              bigint[] NOT NULL CHECK (cardinality(tokens) = 5),
@@ -311,7 +311,7 @@ COMMENT ON FUNCTION @extschema@.quota_status(text, timestamptz) IS
 CREATE TABLE @extschema@.alerts (
     alert_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id      text NOT NULL REFERENCES @extschema@.accounts ON DELETE CASCADE,
-    install_id      text REFERENCES @extschema@.installations ON DELETE CASCADE,
+    install_id      text COLLATE "C" REFERENCES @extschema@.installations ON DELETE CASCADE,
     level           text NOT NULL
                     CHECK (level IN ('warning', 'critical', 'blocked', 'abuse_requests', 'abuse_tokens')),
     period_start    timestamptz NOT NULL,

@@ -36,3 +36,12 @@ SELECT m.post(1, jsonb_build_array(m.event('evt_key_1', '2025-11-04 08:00:01+00'
               '2025-11-04 12:10:00+00')->'duplicates' AS changed_created_at;
 SELECT count(*) AS drift FROM m.drift;
 \c contrib_regression
+-- Every install_id column of the extension's tables compares bytewise
+-- (COLLATE "C"), so that joins on it and lookups by it can use each
+-- table's index instead of scanning every row.
+SELECT c.relname, a.attname, a.attcollation::regcollation AS collation
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE c.relnamespace = 'usage_tracking'::regnamespace AND c.relkind IN ('r', 'p')
+   AND a.attname = 'install_id' AND NOT a.attisdropped
+   AND a.attcollation <> 'pg_catalog."C"'::regcollation
+ ORDER BY 1;

@@ -20,7 +20,9 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/heapam.h"
+#include "access/relscan.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/tableam.h"
@@ -38,6 +40,8 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "storage/lmgr.h"
 
 #include "target.h"
 #include "usage_tracking.h"
@@ -77,6 +81,122 @@ triggers_allow(Relation rel)
 		if (strcmp(td->triggers[i].tgname, "events_summarize") != 0)
 			return false;
 	return true;
+}
+
+/*
+ * A probe for stored keys on one partition: its one unique index scanned
+ * with a dirty snapshot, the scan kept open from event to event.  What
+ * ExecCheckIndexConstraints() does per event (a scan begun and ended, the
+ * whole row formed first), for the price of a descent of the index.
+ */
+typedef struct KeyProbe
+{
+	ResultRelInfo *rri;
+	Relation	index;
+	IndexScanDesc scan;
+	SnapshotData dirty;
+	TupleTableSlot *found;
+	int			nkeys;
+	ScanKeyData keys[INDEX_MAX_KEYS];
+	int			cols[INDEX_MAX_KEYS];	/* our column of each index key */
+} KeyProbe;
+
+/*
+ * Set up a probe for rri, or return NULL when its unique indexes are not
+ * one plain index on columns we fill (then ExecCheckIndexConstraints()
+ * probes instead).
+ */
+static KeyProbe *
+probe_begin(ResultRelInfo *rri)
+{
+	Relation	part = rri->ri_RelationDesc;
+	AttrNumber	pattnos[NUM_COLS];
+	KeyProbe   *p;
+	int			which = -1;
+	IndexInfo  *ii;
+
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		if (!rri->ri_IndexRelationInfo[i]->ii_Unique &&
+			rri->ri_IndexRelationInfo[i]->ii_ExclusionOps == NULL)
+			continue;
+		if (which >= 0)
+			return NULL;
+		which = i;
+	}
+	if (which < 0)
+		return NULL;
+	ii = rri->ri_IndexRelationInfo[which];
+	if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
+		ii->ii_ExclusionOps != NULL || ii->ii_UniqueProcs == NULL ||
+		!ut_map_columns(part, col_names, NUM_COLS, pattnos))
+		return NULL;
+
+	p = palloc0(sizeof(KeyProbe));
+	p->rri = rri;
+	p->index = rri->ri_IndexRelationDescs[which];
+	p->nkeys = ii->ii_NumIndexKeyAttrs;
+	for (int k = 0; k < p->nkeys; k++)
+	{
+		p->cols[k] = -1;
+		for (int c = 0; c < NUM_COLS; c++)
+			if (pattnos[c] == ii->ii_IndexAttrNumbers[k])
+				p->cols[k] = c;
+		if (p->cols[k] < 0)
+		{
+			pfree(p);
+			return NULL;
+		}
+		ScanKeyEntryInitialize(&p->keys[k], 0, k + 1, ii->ii_UniqueStrats[k],
+							   InvalidOid, p->index->rd_indcollation[k],
+							   ii->ii_UniqueProcs[k], (Datum) 0);
+	}
+	InitDirtySnapshot(p->dirty);
+	p->scan = index_beginscan(part, p->index, &p->dirty, p->nkeys, 0);
+	p->found = table_slot_create(part, NULL);
+	return p;
+}
+
+/*
+ * Whether a row with the key of values (ours, by column) is stored.  A row
+ * that another transaction is inserting or deleting is waited for, and the
+ * probe made again.
+ */
+static bool
+probe_key(KeyProbe *p, const Datum *values)
+{
+	for (int k = 0; k < p->nkeys; k++)
+		p->keys[k].sk_argument = values[p->cols[k]];
+	for (;;)
+	{
+		bool		waited = false;
+
+		index_rescan(p->scan, p->keys, p->nkeys, NULL, 0);
+		while (index_getnext_slot(p->scan, ForwardScanDirection, p->found))
+		{
+			TransactionId xwait = TransactionIdIsValid(p->dirty.xmin)
+				? p->dirty.xmin : p->dirty.xmax;
+
+			if (!TransactionIdIsValid(xwait))
+				return true;
+			if (p->dirty.speculativeToken)
+				SpeculativeInsertionWait(p->dirty.xmin, p->dirty.speculativeToken);
+			else
+				XactLockTableWait(xwait, p->rri->ri_RelationDesc,
+								  &p->found->tts_tid, XLTW_InsertIndex);
+			waited = true;
+			break;
+		}
+		if (!waited)
+			return false;
+	}
+}
+
+static void
+probe_end(KeyProbe *p)
+{
+	index_endscan(p->scan);
+	ExecDropSingleTupleTableSlot(p->found);
 }
 
 typedef struct PartBuffer
@@ -136,6 +256,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 	PartBuffer	buf;
 	Datum		install_datum;
 	StoreResult result = STORE_DONE;
+	KeyProbe   *probe = NULL;
 
 	rel = ut_table_open("events");
 	if (rel == NULL)
@@ -162,7 +283,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		bool	   *nulls;
 		ResultRelInfo *rri;
 		TupleTableSlot *slot;
-		ItemPointerData conflict;
+		Datum		ours[NUM_COLS];
 
 		ResetPerTupleExprContext(t->estate);
 		ExecClearTuple(rootslot);
@@ -171,7 +292,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		memset(nulls, true, sizeof(bool) * desc->natts);
 
 #define SET(col, datum) \
-		do { values[attnos[col] - 1] = (datum); nulls[attnos[col] - 1] = false; } while (0)
+		do { ours[col] = (datum); values[attnos[col] - 1] = ours[col]; nulls[attnos[col] - 1] = false; } while (0)
 		SET(COL_INSTALL_ID, install_datum);
 		SET(COL_EVENT_ID, CStringGetTextDatum(ev->event_id));
 		SET(COL_USER_HASH, CStringGetTextDatum(ev->wp_user_id_hash));
@@ -180,6 +301,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		SET(COL_PROMPT, Int32GetDatum((int32) ev->prompt_tokens));
 		SET(COL_COMPLETION, Int32GetDatum((int32) ev->completion_tokens));
 		SET(COL_CACHED, Int32GetDatum((int32) ev->cached_prompt_tokens));
+		ours[COL_REQUEST_ID] = ours[COL_CONTEXT] = (Datum) 0;
 		if (ev->request_id != NULL)
 			SET(COL_REQUEST_ID, CStringGetTextDatum(ev->request_id));
 		if (ev->context_jsonb != NULL)
@@ -191,13 +313,24 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 
 		rri = ut_target_route(t);
 
-		/* a slot of the partition's own row type that outlives this loop */
-		slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
-		ut_target_to_partition(t, rri, slot);
-
 		if (mode == STORE_PROBE_ALL || i == 0)
 		{
-			is_new[i] = ExecCheckIndexConstraints(rri, slot, t->estate, &conflict, NIL);
+			if (probe == NULL || probe->rri != rri)
+			{
+				if (probe != NULL)
+					probe_end(probe);
+				probe = probe_begin(rri);
+			}
+			if (probe != NULL)
+				is_new[i] = !probe_key(probe, ours);
+			else
+			{
+				ItemPointerData conflict;
+
+				slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
+				ut_target_to_partition(t, rri, slot);
+				is_new[i] = ExecCheckIndexConstraints(rri, slot, t->estate, &conflict, NIL);
+			}
 			if (!is_new[i])
 			{
 				if (mode == STORE_OPTIMISTIC)
@@ -211,6 +344,10 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		else
 			is_new[i] = true;
 
+		/* a slot of the partition's own row type that outlives this loop */
+		slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
+		ut_target_to_partition(t, rri, slot);
+
 		if (buf.rri != rri)
 		{
 			flush_buffer(&buf, t->estate, t->cid, NULL);
@@ -218,6 +355,8 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		}
 		buf.slots[buf.nslots++] = slot;
 	}
+	if (probe != NULL)
+		probe_end(probe);
 	if (result == STORE_DONE)
 		flush_buffer(&buf, t->estate, t->cid, NULL);
 

@@ -96,6 +96,10 @@ types_match(Relation rel, const UtCounterSpec *spec, const AttrNumber *attnos)
 				if (type != NUMERICOID)
 					return false;
 				break;
+			case UT_COUNTER_CUSTOM:
+				if (type != spec->cols[c].type)
+					return false;
+				break;
 			default:
 				if (type != INT8OID)
 					return false;
@@ -193,7 +197,56 @@ apply(const UtCounterSpec *spec, int col, const Datum *delta, const bool *delta_
 															 DatumGetNumeric(delta[col]),
 															 NULL));
 			return;
+		case UT_COUNTER_CUSTOM:
+			*out = old;			/* spec->merge decides */
+			*out_null = old_null;
+			return;
 	}
+}
+
+/*
+ * Fill root (the root table's row type) with the row to write: old (root
+ * order; NULL for a new row) with the deltas applied.  Columns not in the
+ * spec keep their old values.
+ */
+static void
+new_row(UtCounters *c, TupleTableSlot *old, const Datum *delta, const bool *delta_null)
+{
+	const UtCounterSpec *spec = c->spec;
+	TupleTableSlot *root = c->t->rootslot;
+	int			natts = RelationGetDescr(c->t->rel)->natts;
+	Datum		ov[UT_COUNTER_MAX_COLS];
+	bool		on[UT_COUNTER_MAX_COLS];
+	Datum		nv[UT_COUNTER_MAX_COLS];
+	bool		nn[UT_COUNTER_MAX_COLS];
+
+	ExecClearTuple(root);
+	if (old != NULL)
+	{
+		memcpy(root->tts_values, old->tts_values, sizeof(Datum) * natts);
+		memcpy(root->tts_isnull, old->tts_isnull, sizeof(bool) * natts);
+	}
+	else
+		memset(root->tts_isnull, true, sizeof(bool) * natts);
+
+	for (int i = 0; i < spec->ncols; i++)
+	{
+		AttrNumber	a = c->attnos[i] - 1;
+
+		ov[i] = old ? old->tts_values[a] : (Datum) 0;
+		on[i] = old ? old->tts_isnull[a] : true;
+		apply(spec, i, delta, delta_null, ov[i], on[i], &nv[i], &nn[i]);
+	}
+	if (spec->merge != NULL)
+		spec->merge(old != NULL, ov, on, delta, delta_null, nv, nn);
+	for (int i = 0; i < spec->ncols; i++)
+	{
+		AttrNumber	a = c->attnos[i] - 1;
+
+		root->tts_values[a] = nv[i];
+		root->tts_isnull[a] = nn[i];
+	}
+	ExecStoreVirtualTuple(root);
 }
 
 /* Slots of rri's row type (kept for the last result relation used). */
@@ -272,32 +325,25 @@ lock_existing(UtCounters *c, Relation rel, ItemPointer tid)
 
 /*
  * Add one key's deltas: values[i] / nulls[i] for spec column i (the key
- * columns' values, the other columns' deltas).
+ * columns' values, the other columns' deltas).  When result is given, it
+ * receives the row as written, by spec column; the values live until the
+ * next call.
  */
 void
-ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls)
+ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
+				Datum *result, bool *result_null)
 {
 	const UtCounterSpec *spec = c->spec;
 	UtTarget   *t = c->t;
 	EState	   *estate = t->estate;
 	TupleTableSlot *root = t->rootslot;
-	int			natts = RelationGetDescr(t->rel)->natts;
 	ResultRelInfo *rri;
 	Relation	rel;
 
 	ResetPerTupleExprContext(estate);
 
 	/* the row as inserted: the deltas added to an empty row */
-	ExecClearTuple(root);
-	memset(root->tts_isnull, true, sizeof(bool) * natts);
-	for (int i = 0; i < spec->ncols; i++)
-	{
-		AttrNumber	a = c->attnos[i] - 1;
-
-		apply(spec, i, values, nulls, (Datum) 0, true,
-			  &root->tts_values[a], &root->tts_isnull[a]);
-	}
-	ExecStoreVirtualTuple(root);
+	new_row(c, NULL, values, nulls);
 
 	rri = ut_target_route(t);
 	rel = rri->ri_RelationDesc;
@@ -325,20 +371,7 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls)
 			if (c->existing_root != NULL)
 				old = execute_attr_map_slot(ExecGetChildToRootMap(rri)->attrMap,
 											old, c->existing_root);
-			ExecClearTuple(root);
-			for (int a = 0; a < natts; a++)
-			{
-				root->tts_values[a] = old->tts_values[a];
-				root->tts_isnull[a] = old->tts_isnull[a];
-			}
-			for (int i = 0; i < spec->ncols; i++)
-			{
-				AttrNumber	a = c->attnos[i] - 1;
-
-				apply(spec, i, values, nulls, old->tts_values[a], old->tts_isnull[a],
-					  &root->tts_values[a], &root->tts_isnull[a]);
-			}
-			ExecStoreVirtualTuple(root);
+			new_row(c, old, values, nulls);
 			ut_target_to_partition(t, rri, c->probe);
 
 			if (rel->rd_att->constr)
@@ -353,7 +386,7 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls)
 				ExecARUpdateTriggers(estate, rri, NULL, NULL, &c->existing->tts_tid,
 									 NULL, c->probe, recheck, NULL, false);
 			list_free(recheck);
-			return;
+			break;
 		}
 
 		/* a new key */
@@ -374,8 +407,16 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls)
 		if (rri->ri_TrigDesc != NULL)
 			ExecARInsertTriggers(estate, rri, c->probe, recheck, NULL);
 		list_free(recheck);
-		return;
+		break;
 	}
+
+	/* the row written (root is still it), by spec column */
+	if (result != NULL)
+		for (int i = 0; i < spec->ncols; i++)
+		{
+			result[i] = root->tts_values[c->attnos[i] - 1];
+			result_null[i] = root->tts_isnull[c->attnos[i] - 1];
+		}
 }
 
 /* Fire the foreign-key checks and release everything. */

@@ -206,7 +206,7 @@ insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now
  */
 static int64
 store_events(const char *install_id, const char *account_id, BatchEvent **valid,
-			 int n, TimestampTz now)
+			 int n, TimestampTz now, UtQuotaWatch *watch)
 {
 	bool	   *is_new = palloc(sizeof(bool) * n);
 	SummaryRow *rows;
@@ -237,7 +237,7 @@ store_events(const char *install_id, const char *account_id, BatchEvent **valid,
 		r->completion = ev->completion_tokens;
 		r->cached = ev->cached_prompt_tokens;
 	}
-	ut_summarize(rows, nnew);
+	ut_summarize(rows, nnew, watch);
 	return nnew;
 }
 
@@ -330,6 +330,7 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	BatchStatus status;
 	const char *errmsg_text = NULL;
 	Installation inst;
+	UtQuotaWatch watch = {0};
 	BatchEvent **valid;
 	int			nvalid = 0;
 	int			nrejected = 0;
@@ -469,13 +470,25 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	 */
 	if (nvalid > 0)
 	{
+		watch.account_id = inst.account_id;
+		watch.month = ut_month_start(ut_utc_day(now));
 		if (!inst.seen_recently)
 			mark_seen(batch.install_id, now);
-		inserted = store_events(batch.install_id, inst.account_id, valid, nvalid, now);
+		inserted = store_events(batch.install_id, inst.account_id, valid, nvalid,
+								now, &watch);
 	}
+
+	/*
+	 * The month's usage as this post leaves it: as read, unless the counters
+	 * changed it; read again when they were kept by a statement.
+	 */
+	if (watch.updated)
+		inst.plan.used = watch.used;
 	quota = MemoryContextStrdup(work,
 								ut_ingest_quota(batch.install_id, inst.account_id,
-												inserted, now, &inst.plan));
+												inserted, now,
+												inserted == 0 || watch.counted
+												? &inst.plan : NULL));
 	SPI_finish();
 
 	/* The response. */

@@ -27,6 +27,7 @@
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 
+#include "counters.h"
 #include "usage_tracking.h"
 
 PG_FUNCTION_INFO_V1(usage_tracking_ingest_quota);
@@ -55,6 +56,58 @@ static const char *window_sql =
 "     || w.posts[1 : 5 - (extract(epoch FROM EXCLUDED.minute - w.minute) / 60)::integer]"
 "  END"
 " RETURNING w.minute, w.posts";
+
+/* The same, through counters.c. */
+static void
+window_merge(bool found, const Datum *old, const bool *old_null,
+			 const Datum *delta, const bool *delta_null,
+			 Datum *out, bool *out_null)
+{
+	TimestampTz minute = DatumGetTimestampTz(delta[1]);
+	int64		slots[WINDOW_SLOTS] = {1, 0, 0, 0, 0};
+	Datum		elems[WINDOW_SLOTS];
+
+	if (found && !old_null[1] && !old_null[2])
+	{
+		TimestampTz was = DatumGetTimestampTz(old[1]);
+		Datum	   *prev;
+		int			nprev;
+
+		deconstruct_array(DatumGetArrayTypeP(old[2]), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &prev, NULL, &nprev);
+		if (minute <= was)
+		{
+			/* this minute (or one from the future): count in slot 1 */
+			minute = was;
+			for (int i = 0; i < WINDOW_SLOTS && i < nprev; i++)
+				slots[i] = DatumGetInt64(prev[i]);
+			slots[0]++;
+		}
+		else if (minute < was + WINDOW_SLOTS * USECS_PER_MINUTE)
+		{
+			int			k = (int) ((minute - was) / USECS_PER_MINUTE);
+
+			for (int i = k; i < WINDOW_SLOTS && i - k < nprev; i++)
+				slots[i] = DatumGetInt64(prev[i - k]);
+		}
+	}
+	for (int i = 0; i < WINDOW_SLOTS; i++)
+		elems[i] = Int64GetDatum(slots[i]);
+	out[1] = TimestampTzGetDatum(minute);
+	out_null[1] = false;
+	out[2] = PointerGetDatum(construct_array(elems, WINDOW_SLOTS, INT8OID, 8,
+											 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	out_null[2] = false;
+}
+
+static const UtCounterColumn window_cols[] = {
+	{"install_id", UT_COUNTER_KEY},
+	{"minute", UT_COUNTER_CUSTOM, 0, TIMESTAMPTZOID},
+	{"posts", UT_COUNTER_CUSTOM, 0, INT8ARRAYOID},
+};
+static const UtCounterSpec window_spec = {
+	"ingest_windows", lengthof(window_cols), window_cols, window_merge
+};
 
 static const char *verdict_sql =
 "SELECT p.rate_requests_5m, p.monthly_requests, p.warning_pct, p.critical_pct,"
@@ -135,9 +188,9 @@ ut_quota_plan_from_tuple(HeapTuple tup, TupleDesc desc, int first, UtQuotaPlan *
 
 /*
  * Count the post (when it stored something) and give the verdict as JSON.
- * known, when given, is the plan and usage read at the start of the
- * request: a post that stored nothing changed neither, so no statement
- * runs at all.
+ * known, when given, is the plan and the month's usage as they stand after
+ * this post (ingest reads them with the installation and learns from the
+ * counters what its events added), so no statement reads them again.
  */
 char *
 ut_ingest_quota(const char *install_id, const char *account_id,
@@ -153,49 +206,73 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	if (known != NULL && new_requests == 0)
-		return quota_json(known);
-
-	if (window_plan == NULL)
-	{
-		Oid			wtypes[2] = {TEXTOID, TIMESTAMPTZOID};
-		Oid			vtypes[2] = {TEXTOID, DATEOID};
-
-		window_plan = ut_prepare_kept(window_sql, 2, wtypes);
-		verdict_plan = ut_prepare_kept(verdict_sql, 2, vtypes);
-	}
-
 	if (new_requests > 0)
 	{
-		ArrayType  *posts;
-		Datum	   *elems;
-		int			nelems;
+		UtCounters *c = ut_counters_open(&window_spec);
+		Datum		row[3];
+		bool		row_null[3];
+		Datum		posts;
 
 		args[0] = CStringGetTextDatum(install_id);
 		args[1] = TimestampTzGetDatum(minute);
-		ret = SPI_execute_plan(window_plan, args, NULL, false, 0);
-		if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-			elog(ERROR, "post window update failed: %s", SPI_result_code_string(ret));
-		tup = SPI_tuptable->vals[0];
-		desc = SPI_tuptable->tupdesc;
-		window_minute = DatumGetTimestampTz(SPI_getbinval(tup, desc, 1, &isnull));
-		posts = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull));
-		deconstruct_array(posts, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-						  &elems, NULL, &nelems);
-		for (int i = 0; i < nelems && i < WINDOW_SLOTS; i++)
-			slots[i] = DatumGetInt64(elems[i]);
+		if (c != NULL)
+		{
+			bool		nulls[3] = {false, false, true};
+
+			ut_counters_add(c, args, nulls, row, row_null);
+			window_minute = DatumGetTimestampTz(row[1]);
+			posts = row[2];
+		}
+		else
+		{
+			if (window_plan == NULL)
+			{
+				Oid			wtypes[2] = {TEXTOID, TIMESTAMPTZOID};
+
+				window_plan = ut_prepare_kept(window_sql, 2, wtypes);
+			}
+			ret = SPI_execute_plan(window_plan, args, NULL, false, 0);
+			if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+				elog(ERROR, "post window update failed: %s", SPI_result_code_string(ret));
+			tup = SPI_tuptable->vals[0];
+			desc = SPI_tuptable->tupdesc;
+			window_minute = DatumGetTimestampTz(SPI_getbinval(tup, desc, 1, &isnull));
+			posts = SPI_getbinval(tup, desc, 2, &isnull);
+		}
+		{
+			Datum	   *elems;
+			int			nelems;
+
+			deconstruct_array(DatumGetArrayTypeP(posts), INT8OID, 8, FLOAT8PASSBYVAL,
+							  TYPALIGN_DOUBLE, &elems, NULL, &nelems);
+			for (int i = 0; i < nelems && i < WINDOW_SLOTS; i++)
+				slots[i] = DatumGetInt64(elems[i]);
+		}
+		if (c != NULL)
+			ut_counters_close(c);
 	}
 
-	args[0] = CStringGetTextDatum(account_id);
-	args[1] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
-	ret = SPI_execute_plan(verdict_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "quota lookup failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown account")));
-	ut_quota_plan_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &plan);
+	if (known != NULL)
+		plan = *known;
+	else
+	{
+		if (verdict_plan == NULL)
+		{
+			Oid			vtypes[2] = {TEXTOID, DATEOID};
+
+			verdict_plan = ut_prepare_kept(verdict_sql, 2, vtypes);
+		}
+		args[0] = CStringGetTextDatum(account_id);
+		args[1] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
+		ret = SPI_execute_plan(verdict_plan, args, NULL, false, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "quota lookup failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown account")));
+		ut_quota_plan_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &plan);
+	}
 
 	if (new_requests > 0)
 	{

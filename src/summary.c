@@ -221,7 +221,7 @@ add_daily(UtCounters *c, DailyDelta *d, int nkeys)
 		v[9] = d[k].cost ? NumericGetDatum(d[k].cost) : (Datum) 0;
 		nulls[9] = (d[k].cost == NULL);
 		v[10] = Int64GetDatum(d[k].unpriced);
-		ut_counters_add(c, v, nulls);
+		ut_counters_add(c, v, nulls, NULL, NULL);
 	}
 }
 
@@ -362,7 +362,7 @@ merge_counters(CounterDelta *d, int n)
 /* Add counter deltas through counters.c, or upsert them with one statement. */
 static void
 add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
-			 Oid when_type, CounterDelta *d, int nkeys)
+			 Oid when_type, CounterDelta *d, int nkeys, UtQuotaWatch *watch)
 {
 	UtCounters *c;
 
@@ -371,10 +371,14 @@ add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
 	c = ut_counters_open(spec);
 	if (c != NULL)
 	{
+		if (watch != NULL)
+			watch->counted = true;
 		for (int k = 0; k < nkeys; k++)
 		{
 			Datum		v[6];
 			bool		nulls[6] = {false};
+			Datum		row[6];
+			bool		row_null[6];
 
 			v[0] = CStringGetTextDatum(d[k].key);
 			v[1] = d[k].when;
@@ -382,7 +386,14 @@ add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
 			v[3] = Int64GetDatum(d[k].tokens);
 			v[4] = Int64GetDatum(0);	/* quota_usage.admitted: kept */
 			v[5] = Int64GetDatum(0);	/* quota_usage.pending: from column 2 */
-			ut_counters_add(c, v, nulls);
+			ut_counters_add(c, v, nulls, row, row_null);
+			if (watch != NULL && strcmp(d[k].key, watch->account_id) == 0 &&
+				DatumGetDateADT(d[k].when) == watch->month)
+			{
+				/* quota_usage: recorded + pending */
+				watch->updated = true;
+				watch->used = DatumGetInt64(row[2]) + DatumGetInt64(row[5]);
+			}
 		}
 		ut_counters_close(c);
 	}
@@ -425,7 +436,7 @@ add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
 }
 
 static void
-count_usage(SummaryRow *rows, int n)
+count_usage(SummaryRow *rows, int n, UtQuotaWatch *watch)
 {
 	CounterDelta *months = palloc(sizeof(CounterDelta) * n);
 	CounterDelta *hours = palloc(sizeof(CounterDelta) * n);
@@ -451,18 +462,20 @@ count_usage(SummaryRow *rows, int n)
 		m++;
 	}
 	add_counters(&quota_spec, &quota_counter_plan, quota_counter_sql, DATEOID,
-				 months, merge_counters(months, m));
+				 months, merge_counters(months, m), watch);
 	add_counters(&hourly_spec, &hourly_counter_plan, hourly_counter_sql,
-				 TIMESTAMPTZOID, hours, merge_counters(hours, m));
+				 TIMESTAMPTZOID, hours, merge_counters(hours, m), NULL);
 }
 
 /*
  * Account for rows (new events, priced, account_id set for known
  * installations): the governance counters, then the daily summaries, each
- * key once, in key order.  SPI must be connected.
+ * key once, in key order.  SPI must be connected.  watch, when given, learns
+ * whether quota_usage was written here (counted) and, if the row of its
+ * account and month was, its recorded + pending after the update.
  */
 void
-ut_summarize(SummaryRow *rows, int n)
+ut_summarize(SummaryRow *rows, int n, UtQuotaWatch *watch)
 {
 	DailyDelta *deltas;
 	int			nkeys;
@@ -471,7 +484,7 @@ ut_summarize(SummaryRow *rows, int n)
 	if (n == 0)
 		return;
 	qsort(rows, n, sizeof(SummaryRow), row_cmp);
-	count_usage(rows, n);
+	count_usage(rows, n, watch);
 
 	deltas = palloc(sizeof(DailyDelta) * n);
 	nkeys = daily_deltas(rows, n, deltas);
@@ -612,7 +625,7 @@ usage_tracking_events_summarize(PG_FUNCTION_ARGS)
 			elog(ERROR, "SPI_connect failed");
 		qsort(rows, n, sizeof(SummaryRow), row_cmp);
 		resolve_accounts(rows, n);
-		ut_summarize(rows, n);
+		ut_summarize(rows, n, NULL);
 		SPI_finish();
 	}
 

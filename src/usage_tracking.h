@@ -85,7 +85,17 @@ typedef struct SummaryRow
 	int64		cached;
 } SummaryRow;
 
-extern void ut_summarize(SummaryRow *rows, int n);
+/* What ut_summarize() tells about one account's month of quota_usage. */
+typedef struct UtQuotaWatch
+{
+	const char *account_id;
+	DateADT		month;
+	bool		counted;		/* quota_usage was written directly */
+	bool		updated;		/* ... and this row was */
+	int64		used;			/* its recorded + pending then */
+} UtQuotaWatch;
+
+extern void ut_summarize(SummaryRow *rows, int n, UtQuotaWatch *watch);
 extern DateADT ut_utc_day(TimestampTz ts);
 extern DateADT ut_month_start(DateADT day);
 

@@ -54,7 +54,7 @@ SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND sourc
 
 -- Summary and counter rows are added to without an SQL statement too,
 -- unless a table needs one: here, a trigger of its own on each.  Both ways
--- give the same rows.
+-- give the same rows (32_rate_limits follows the window the direct way).
 CREATE TABLE t.counter_rows_seen (tbl text, op text);
 CREATE FUNCTION t.note_counter_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -67,6 +67,8 @@ CREATE TRIGGER note_row AFTER INSERT OR UPDATE ON usage_tracking.quota_usage
   FOR EACH ROW EXECUTE FUNCTION t.note_counter_row();
 CREATE TRIGGER note_row AFTER INSERT OR UPDATE ON usage_tracking.hourly_usage
   FOR EACH ROW EXECUTE FUNCTION t.note_counter_row();
+CREATE TRIGGER note_row AFTER INSERT OR UPDATE ON usage_tracking.ingest_windows
+  FOR EACH ROW EXECUTE FUNCTION t.note_counter_row();
 SELECT t.post(t.batch(:inst, jsonb_build_array(
          t.event('sp_10', '2025-11-03 09:06:00+00', source => 'inline'),
          t.event('sp_11', '2025-11-03 09:07:00+00', source => 'queue'))), :secret, :now)->'received' AS received;
@@ -74,6 +76,7 @@ SELECT tbl, op, count(*) FROM t.counter_rows_seen GROUP BY 1, 2 ORDER BY 1, 2;
 DROP TRIGGER note_row ON usage_tracking.daily;
 DROP TRIGGER note_row ON usage_tracking.quota_usage;
 DROP TRIGGER note_row ON usage_tracking.hourly_usage;
+DROP TRIGGER note_row ON usage_tracking.ingest_windows;
 SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source IN ('inline', 'queue');
 
 -- The quota counters of the account and the hourly ones of the

@@ -50,3 +50,34 @@ SELECT sqlstate, error, http_status FROM usage_tracking.error_codes WHERE sqlsta
 -- Once the first minute's posts have left the window, the same post goes in.
 SELECT gov.post(:r2, 'p', 101, 101, '2025-11-03 12:05:00+00', :now) - 'event_ids' - 'quota' AS retried;
 SELECT usage_tracking.quota_status(:r2, '2025-11-03 12:05:00+00')->'window_5m'->'posts' AS posts_in_window;
+
+-- Post by post, an installation's window moves as window_shift() says:
+-- slot 1 is the newest minute, older minutes shift along and fall out after
+-- five, and a post from an earlier minute (a clock that went back) counts
+-- in slot 1.
+\set r3 '''a6a60000-0000-4000-8000-000000000013_a6a6a6a6a613'''
+SELECT usage_tracking.register_installation(:r3, 'gov_rate', 'gov-secret-0123456789abcdef');
+CREATE TABLE gov.window_steps (step int, at timestamptz, expected_minute timestamptz,
+                               expected_posts bigint[], minute timestamptz, posts bigint[]);
+CREATE FUNCTION gov.window_step(step int, at timestamptz) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  w usage_tracking.ingest_windows;
+  m timestamptz := date_trunc('minute', at);
+  s bigint[];
+BEGIN
+  SELECT * INTO w FROM usage_tracking.ingest_windows WHERE install_id = 'a6a60000-0000-4000-8000-000000000013_a6a6a6a6a613';
+  s := usage_tracking.window_shift(w.posts, w.minute, m);
+  PERFORM gov.post('a6a60000-0000-4000-8000-000000000013_a6a6a6a6a613', 'w' || step || '_', 1, 1, at);
+  INSERT INTO gov.window_steps
+  SELECT step, at, CASE WHEN w.minute IS NULL THEN m ELSE greatest(w.minute, m) END,
+         ARRAY[s[1] + 1] || s[2:5], x.minute, x.posts
+    FROM usage_tracking.ingest_windows x WHERE x.install_id = 'a6a60000-0000-4000-8000-000000000013_a6a6a6a6a613';
+END $$;
+SELECT gov.window_step(n, at) FROM (VALUES
+  (1, '2025-11-03 13:00:10+00'::timestamptz), (2, '2025-11-03 13:00:50+00'), (3, '2025-11-03 13:01:05+00'),
+  (4, '2025-11-03 13:03:00+00'), (5, '2025-11-03 13:02:30+00'), (6, '2025-11-03 13:04:59+00'),
+  (7, '2025-11-03 13:07:00+00'), (8, '2025-11-03 13:11:00+00'), (9, '2025-11-03 13:11:01+00'),
+  (10, '2025-11-03 13:16:00+00'), (11, '2025-11-03 13:30:00+00')) v(n, at) ORDER BY n;
+SELECT step, to_char(minute AT TIME ZONE 'UTC', 'HH24:MI') AS minute, posts,
+       minute = expected_minute AND posts = expected_posts AS as_window_shift_says
+  FROM gov.window_steps ORDER BY step;

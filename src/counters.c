@@ -37,9 +37,12 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
@@ -249,6 +252,82 @@ new_row(UtCounters *c, TupleTableSlot *old, const Datum *delta, const bool *delt
 	ExecStoreVirtualTuple(root);
 }
 
+/*
+ * CHECK constraints, compiled once per backend.  The executor reads and
+ * plans them for every statement (stringToNode of each one), which costs
+ * more than the row.  An entry is used while the table's constraints are
+ * the very ones it was built from (same expressions, text compared), so
+ * ALTER TABLE needs no invalidation.
+ */
+typedef struct CheckCache
+{
+	Oid			relid;
+	int			ncheck;
+	char	  **ccbin;
+	ExprState **exprs;
+} CheckCache;
+
+static List *check_cache = NIL;
+static MemoryContext check_cxt = NULL;
+
+static bool
+check_cache_matches(const CheckCache *cc, TupleConstr *constr)
+{
+	if (cc->ncheck != constr->num_check)
+		return false;
+	for (int i = 0; i < cc->ncheck; i++)
+		if (strcmp(cc->ccbin[i], constr->check[i].ccbin) != 0)
+			return false;
+	return true;
+}
+
+static ExprState **
+compiled_checks(Relation rel)
+{
+	TupleConstr *constr = rel->rd_att->constr;
+	Oid			relid = RelationGetRelid(rel);
+	CheckCache *cc = NULL;
+	ListCell   *lc;
+	MemoryContext old;
+
+	foreach(lc, check_cache)
+	{
+		CheckCache *e = lfirst(lc);
+
+		if (e->relid == relid)
+		{
+			if (check_cache_matches(e, constr))
+				return e->exprs;
+			cc = e;				/* rebuilt below, the old one left behind */
+			break;
+		}
+	}
+
+	if (check_cxt == NULL)
+		check_cxt = AllocSetContextCreate(CacheMemoryContext,
+										  "usage_tracking check constraints",
+										  ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(check_cxt);
+	if (cc == NULL)
+	{
+		cc = palloc0(sizeof(CheckCache));
+		cc->relid = relid;
+		check_cache = lappend(check_cache, cc);
+	}
+	cc->ncheck = constr->num_check;
+	cc->ccbin = palloc(sizeof(char *) * cc->ncheck);
+	cc->exprs = palloc(sizeof(ExprState *) * cc->ncheck);
+	for (int i = 0; i < cc->ncheck; i++)
+	{
+		Expr	   *e = stringToNode(constr->check[i].ccbin);
+
+		cc->ccbin[i] = pstrdup(constr->check[i].ccbin);
+		cc->exprs[i] = ExecInitExpr(expression_planner(e), NULL);
+	}
+	MemoryContextSwitchTo(old);
+	return cc->exprs;
+}
+
 /* Slots of rri's row type (kept for the last result relation used). */
 static void
 use_relation(UtCounters *c, ResultRelInfo *rri)
@@ -264,6 +343,10 @@ use_relation(UtCounters *c, ResultRelInfo *rri)
 						RelationGetRelationName(rri->ri_RelationDesc), c->spec->relname),
 				 errhint("Create the trigger on %s itself.", c->spec->relname)));
 	c->rri = rri;
+	if (rri->ri_RelationDesc->rd_att->constr != NULL &&
+		rri->ri_RelationDesc->rd_att->constr->num_check > 0 &&
+		rri->ri_ConstraintExprs == NULL)
+		rri->ri_ConstraintExprs = compiled_checks(rri->ri_RelationDesc);
 	c->probe = table_slot_create(rri->ri_RelationDesc, tt);
 	c->existing = table_slot_create(rri->ri_RelationDesc, tt);
 	c->existing_root = rri->ri_RootToPartitionMap != NULL

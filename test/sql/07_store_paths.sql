@@ -117,3 +117,19 @@ DELETE FROM usage_tracking.quota_usage WHERE month = '2025-09-01';
 DELETE FROM usage_tracking.hourly_usage WHERE hour = '2025-09-15 09:00:00+00';
 ALTER TABLE usage_tracking.daily DETACH PARTITION t.daily_odd;
 DROP TABLE t.daily_odd;
+
+-- CHECK constraints of the counter tables hold on the direct path too, and
+-- one added later applies at once (the compiled constraints are rebuilt).
+SELECT recorded AS rec FROM usage_tracking.quota_usage WHERE account_id = 'acc_core' AND month = '2025-11-01' \gset
+ALTER TABLE usage_tracking.quota_usage ADD CONSTRAINT t_cap CHECK (recorded <= :rec + 1);
+SELECT count(*) AS events_before FROM usage_tracking.events \gset
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_15', '2025-11-03 09:08:00+00', source => 'inline'),
+         t.event('sp_16', '2025-11-03 09:09:00+00', source => 'inline'))), :secret, :now)->'received' AS over_cap;
+SELECT count(*) - :events_before AS written FROM usage_tracking.events;
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_15', '2025-11-03 09:08:00+00', source => 'inline'))), :secret, :now)->'received' AS at_cap;
+ALTER TABLE usage_tracking.quota_usage DROP CONSTRAINT t_cap;
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_16', '2025-11-03 09:09:00+00', source => 'inline'))), :secret, :now)->'received' AS cap_dropped;
+SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source IN ('inline', 'queue');

@@ -158,6 +158,24 @@ context_number_ok(const char *tok)
 	return true;
 }
 
+/*
+ * An integer that fits in int64 becomes the numeric numeric_in would make
+ * of it (scale 0), without the general parser.
+ */
+static bool
+context_integer(const char *tok, JsonbValue *v)
+{
+	int64		n;
+	bool		negative = (*tok == '-');
+
+	if (strlen(tok) > (negative ? 19 : 18) ||
+		!parse_token_count(negative ? tok + 1 : tok, PG_INT64_MAX, &n))
+		return false;
+	v->type = jbvNumeric;
+	v->val.numeric = int64_to_numeric(negative ? -n : n);
+	return true;
+}
+
 static void
 context_push_scalar(ParseState *st, char *token, JsonTokenType type)
 {
@@ -172,6 +190,8 @@ context_push_scalar(ParseState *st, char *token, JsonTokenType type)
 			v.val.string.len = strlen(token);
 			break;
 		case JSON_TOKEN_NUMBER:
+			if (context_integer(token, &v))
+				break;
 			if (!context_number_ok(token))
 			{
 				event_error(st, "context holds a number out of range");

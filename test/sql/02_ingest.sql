@@ -51,6 +51,22 @@ SELECT t.post('{"install_id": "550e8400-e29b-41d4-a716-446655440000_a3b4c5d6e7f8
 SELECT model, context, created_at, request_id IS NULL AS no_request_id
   FROM usage_tracking.usage_events WHERE event_id = 'evt_c1';
 
+-- Numbers in context are stored as jsonb_in would store them (integers,
+-- negative and zero ones, the int64 limits, fractions, exponents).
+\set ctx '{"i": [0, -0, 7, -7, 1024, 999999999999999999, -999999999999999999, 9223372036854775807, -9223372036854775808, 9223372036854775808, 12345678901234567890], "f": [1.0, -0.50, 1e3, 2E-2, 0.000]}'
+SELECT t.post('{"install_id": "550e8400-e29b-41d4-a716-446655440000_a3b4c5d6e7f8",'
+              ' "events": [{"event_id": "evt_c2", "wp_user_id_hash": "' || t.user_hash(1) || '",'
+              ' "source": "queue", "model": "gpt-4o-mini", "prompt_tokens": 10, "completion_tokens": 5,'
+              ' "context": ' || :'ctx' || ', "created_at": "2025-11-03T11:30:00Z"}]}',
+              :secret, :now)->'received' AS received;
+SELECT context::text AS stored, context::text = (:'ctx')::jsonb::text AS as_jsonb_in
+  FROM usage_tracking.events WHERE event_id = 'evt_c2';
+SELECT count(*) AS numbers, count(*) FILTER (WHERE a.v::text = b.v::text AND pg_column_size(a.v) = pg_column_size(b.v)) AS identical
+  FROM usage_tracking.events e,
+       LATERAL jsonb_array_elements((e.context->'i') || (e.context->'f')) WITH ORDINALITY a(v, n)
+       JOIN jsonb_array_elements(((:'ctx')::jsonb->'i') || ((:'ctx')::jsonb->'f')) WITH ORDINALITY b(v, n) USING (n)
+ WHERE e.event_id = 'evt_c2';
+
 -- Events on several days and models, then the summaries equal the oracle.
 SELECT t.post(t.batch(:inst, jsonb_agg(t.event('evt_d' || i, timestamptz '2025-11-01 00:00:00+00' + i * interval '23 minutes',
                                                  i * 7 % 500, i * 3 % 90,

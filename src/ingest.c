@@ -308,6 +308,53 @@ reject_repeats(BatchEvent **valid, int n)
 	}
 }
 
+/* Pieces of the jsonb response. */
+static void
+push_string(JsonbParseState **st, JsonbIteratorToken as, const char *str)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) str;
+	v.val.string.len = strlen(str);
+	pushJsonbValue(st, as, &v);
+}
+
+static void
+push_key(JsonbParseState **st, const char *key)
+{
+	push_string(st, WJB_KEY, key);
+}
+
+static void
+push_int(JsonbParseState **st, JsonbIteratorToken as, int64 n)
+{
+	JsonbValue	v;
+
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(n);
+	pushJsonbValue(st, as, &v);
+}
+
+static void
+push_bool(JsonbParseState **st, JsonbIteratorToken as, bool b)
+{
+	JsonbValue	v;
+
+	v.type = jbvBool;
+	v.val.boolean = b;
+	pushJsonbValue(st, as, &v);
+}
+
+static void
+push_null(JsonbParseState **st, JsonbIteratorToken as)
+{
+	JsonbValue	v;
+
+	v.type = jbvNull;
+	pushJsonbValue(st, as, &v);
+}
+
 /*
  * SQL function: ingest(body text, signature text, now timestamptz,
  *                      caller_account text) returns jsonb
@@ -333,10 +380,8 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	UtQuotaWatch watch = {0};
 	BatchEvent **valid;
 	int			nvalid = 0;
-	int			nrejected = 0;
 	int64		inserted = 0;
-	StringInfoData out;
-	char	   *quota;
+	UtQuotaPlan verdict;
 	MemoryContext work;
 	MemoryContext old;
 	Datum		result;
@@ -484,45 +529,63 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	 */
 	if (watch.updated)
 		inst.plan.used = watch.used;
-	quota = MemoryContextStrdup(work,
-								ut_ingest_quota(batch.install_id, inst.account_id,
-												inserted, now,
-												inserted == 0 || watch.counted
-												? &inst.plan : NULL));
+	ut_ingest_quota(batch.install_id, inst.account_id, inserted, now,
+					inserted == 0 || watch.counted ? &inst.plan : NULL, &verdict);
 	SPI_finish();
 
-	/* The response. */
-	initStringInfo(&out);
-	appendStringInfo(&out, "{\"success\": true, \"received\": %d, \"duplicates\": " INT64_FORMAT
-					 ", \"event_ids\": [", nvalid, (int64) nvalid - inserted);
-	for (int i = 0; i < nvalid; i++)
+	/* The response, built as jsonb. */
 	{
-		if (i > 0)
-			appendStringInfoString(&out, ", ");
-		escape_json(&out, valid[i]->event_id);
-	}
-	appendStringInfoString(&out, "], \"rejected\": [");
-	for (int i = 0; i < batch.nevents; i++)
-	{
-		BatchEvent *ev = &batch.events[i];
+		JsonbParseState *st = NULL;
 
-		if (ev->error == NULL)
-			continue;
-		if (nrejected++ > 0)
-			appendStringInfoString(&out, ", ");
-		appendStringInfo(&out, "{\"index\": %d, \"event_id\": ", ev->index);
-		if (ev->event_id && ut_valid_event_id(ev->event_id))
-			escape_json(&out, ev->event_id);
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		push_key(&st, "success");
+		push_bool(&st, WJB_VALUE, true);
+		push_key(&st, "received");
+		push_int(&st, WJB_VALUE, nvalid);
+		push_key(&st, "duplicates");
+		push_int(&st, WJB_VALUE, (int64) nvalid - inserted);
+		push_key(&st, "event_ids");
+		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+		for (int i = 0; i < nvalid; i++)
+			push_string(&st, WJB_ELEM, valid[i]->event_id);
+		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
+		push_key(&st, "rejected");
+		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+		for (int i = 0; i < batch.nevents; i++)
+		{
+			BatchEvent *ev = &batch.events[i];
+
+			if (ev->error == NULL)
+				continue;
+			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+			push_key(&st, "index");
+			push_int(&st, WJB_VALUE, ev->index);
+			push_key(&st, "event_id");
+			if (ev->event_id && ut_valid_event_id(ev->event_id))
+				push_string(&st, WJB_VALUE, ev->event_id);
+			else
+				push_null(&st, WJB_VALUE);
+			push_key(&st, "error");
+			push_string(&st, WJB_VALUE, ev->error);
+			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		}
+		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
+		push_key(&st, "quota");
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		push_key(&st, "level");
+		push_string(&st, WJB_VALUE, ut_quota_level(&verdict));
+		push_key(&st, "used");
+		push_int(&st, WJB_VALUE, verdict.used);
+		push_key(&st, "limit");
+		if (verdict.unlimited)
+			push_null(&st, WJB_VALUE);
 		else
-			appendStringInfoString(&out, "null");
-		appendStringInfoString(&out, ", \"error\": ");
-		escape_json(&out, ev->error);
-		appendStringInfoChar(&out, '}');
-	}
-	appendStringInfo(&out, "], \"quota\": %s}", quota);
+			push_int(&st, WJB_VALUE, verdict.monthly_requests);
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 
-	MemoryContextSwitchTo(old);
-	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+		MemoryContextSwitchTo(old);
+		result = JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)));
+	}
 	MemoryContextDelete(work);
 	PG_RETURN_DATUM(result);
 }

@@ -140,8 +140,8 @@ retry_after(const int64 *slots, TimestampTz minute, TimestampTz now, int64 exces
 	return -1;
 }
 
-static const char *
-quota_level(const UtQuotaPlan *p)
+const char *
+ut_quota_level(const UtQuotaPlan *p)
 {
 	int64		used100 = p->used * 100;
 
@@ -164,7 +164,7 @@ quota_json(const UtQuotaPlan *p)
 		return psprintf("{\"level\": \"ok\", \"used\": " INT64_FORMAT ", \"limit\": null}",
 						p->used);
 	return psprintf("{\"level\": \"%s\", \"used\": " INT64_FORMAT ", \"limit\": " INT64_FORMAT "}",
-					quota_level(p), p->used, p->monthly_requests);
+					ut_quota_level(p), p->used, p->monthly_requests);
 }
 
 /*
@@ -187,14 +187,16 @@ ut_quota_plan_from_tuple(HeapTuple tup, TupleDesc desc, int first, UtQuotaPlan *
 }
 
 /*
- * Count the post (when it stored something) and give the verdict as JSON.
+ * Count the post (when it stored something) and give the verdict: the plan
+ * and the month's usage (ut_quota_level() names the level).
  * known, when given, is the plan and the month's usage as they stand after
  * this post (ingest reads them with the installation and learns from the
  * counters what its events added), so no statement reads them again.
  */
-char *
+void
 ut_ingest_quota(const char *install_id, const char *account_id,
-				int64 new_requests, TimestampTz now, const UtQuotaPlan *known)
+				int64 new_requests, TimestampTz now, const UtQuotaPlan *known,
+				UtQuotaPlan *verdict)
 {
 	TimestampTz minute = now - now % USECS_PER_MINUTE;
 	Datum		args[2];
@@ -294,7 +296,7 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 					 errhint("Post the same events again after retry_after_s seconds.")));
 		}
 	}
-	return quota_json(&plan);
+	*verdict = plan;
 }
 
 /*
@@ -309,13 +311,13 @@ usage_tracking_ingest_quota(PG_FUNCTION_ARGS)
 	char	   *account_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	int64		new_requests = PG_GETARG_INT64(2);
 	TimestampTz now = PG_GETARG_TIMESTAMPTZ(4);
-	char	   *json;
+	UtQuotaPlan verdict;
 	Datum		result;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	json = ut_ingest_quota(install_id, account_id, new_requests, now, NULL);
-	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+	ut_ingest_quota(install_id, account_id, new_requests, now, NULL, &verdict);
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(quota_json(&verdict)));
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);

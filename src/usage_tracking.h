@@ -113,9 +113,10 @@ typedef struct UtQuotaPlan
 
 extern void ut_quota_plan_from_tuple(HeapTuple tup, TupleDesc desc, int first,
 									 UtQuotaPlan *plan);
-extern char *ut_ingest_quota(const char *install_id, const char *account_id,
-							 int64 new_requests, TimestampTz now,
-							 const UtQuotaPlan *known);
+extern void ut_ingest_quota(const char *install_id, const char *account_id,
+							int64 new_requests, TimestampTz now,
+							const UtQuotaPlan *known, UtQuotaPlan *verdict);
+extern const char *ut_quota_level(const UtQuotaPlan *plan);
 
 /* store.c */
 extern bool ut_store_events(const char *install_id, BatchEvent **valid, int n,

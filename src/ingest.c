@@ -17,6 +17,8 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
@@ -206,13 +208,14 @@ insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now
  */
 static int64
 store_events(const char *install_id, const char *account_id, BatchEvent **valid,
-			 int n, TimestampTz now, UtQuotaWatch *watch)
+			 int n, TimestampTz now, const bytea *digest, bool keep_digest,
+			 UtQuotaWatch *watch)
 {
 	bool	   *is_new = palloc(sizeof(bool) * n);
 	SummaryRow *rows;
 	int			nnew = 0;
 
-	if (!ut_store_events(install_id, valid, n, now, is_new))
+	if (!ut_store_events(install_id, valid, n, now, digest, keep_digest, is_new))
 		return insert_events(install_id, valid, n, now);
 
 	rows = palloc(sizeof(SummaryRow) * n);
@@ -239,6 +242,23 @@ store_events(const char *install_id, const char *account_id, BatchEvent **valid,
 	}
 	ut_summarize(rows, nnew, watch);
 	return nnew;
+}
+
+/* SHA-256 of the request body, as bytea. */
+static bytea *
+body_digest(const char *body, size_t len)
+{
+	bytea	   *d = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (ctx == NULL ||
+		pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) body, len) < 0 ||
+		pg_cryptohash_final(ctx, (uint8 *) VARDATA(d), PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not compute the body digest: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+	SET_VARSIZE(d, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	return d;
 }
 
 /*
@@ -520,7 +540,8 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 		if (!inst.seen_recently)
 			mark_seen(batch.install_id, now);
 		inserted = store_events(batch.install_id, inst.account_id, valid, nvalid,
-								now, &watch);
+								now, body_digest(body, body_len),
+								nvalid == batch.nevents, &watch);
 	}
 
 	/*

@@ -60,13 +60,14 @@ enum
 	COL_CONTEXT,
 	COL_CREATED_AT,
 	COL_RECEIVED_AT,
+	COL_BATCH_DIGEST,
 	NUM_COLS
 };
 
 static const char *const col_names[NUM_COLS] = {
 	"install_id", "event_id", "wp_user_id_hash", "source", "model",
 	"prompt_tokens", "completion_tokens", "cached_prompt_tokens",
-	"request_id", "context", "created_at", "received_at"
+	"request_id", "context", "created_at", "received_at", "batch_digest"
 };
 
 /* Only the summary trigger may be on the table for the direct path. */
@@ -99,6 +100,7 @@ typedef struct KeyProbe
 	int			nkeys;
 	ScanKeyData keys[INDEX_MAX_KEYS];
 	int			cols[INDEX_MAX_KEYS];	/* our column of each index key */
+	AttrNumber	digest_attno;	/* batch_digest in the partition */
 } KeyProbe;
 
 /*
@@ -134,6 +136,7 @@ probe_begin(ResultRelInfo *rri)
 
 	p = palloc0(sizeof(KeyProbe));
 	p->rri = rri;
+	p->digest_attno = pattnos[COL_BATCH_DIGEST];
 	p->index = rri->ri_IndexRelationDescs[which];
 	p->nkeys = ii->ii_NumIndexKeyAttrs;
 	for (int k = 0; k < p->nkeys; k++)
@@ -192,6 +195,24 @@ probe_key(KeyProbe *p, const Datum *values)
 	}
 }
 
+/*
+ * Whether the row probe_key() just found carries digest as its batch_digest:
+ * it is the first event of a batch with the very same body.
+ */
+static bool
+probe_found_digest(KeyProbe *p, const bytea *digest)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(p->found, p->digest_attno, &isnull);
+	bytea	   *stored;
+
+	if (isnull)
+		return false;
+	stored = DatumGetByteaPP(d);
+	return VARSIZE_ANY_EXHDR(stored) == VARSIZE_ANY_EXHDR(digest) &&
+		memcmp(VARDATA_ANY(stored), VARDATA_ANY(digest), VARSIZE_ANY_EXHDR(digest)) == 0;
+}
+
 static void
 probe_end(KeyProbe *p)
 {
@@ -238,7 +259,9 @@ typedef enum StoreResult
 {
 	STORE_DONE,
 	STORE_NOT_APPLICABLE,		/* the table needs the INSERT statement path */
-	STORE_FIRST_IS_DUPLICATE	/* optimistic pass gave up, nothing written */
+	STORE_FIRST_IS_DUPLICATE,	/* optimistic pass gave up, nothing written */
+	STORE_ALL_DUPLICATES		/* the first event is the stored first event of
+								 * the same body: all are stored */
 } StoreResult;
 
 /*
@@ -246,7 +269,8 @@ typedef enum StoreResult
  */
 static StoreResult
 store_pass(const char *install_id, BatchEvent **valid, int n,
-		   TimestampTz now, bool *is_new, StoreMode mode)
+		   TimestampTz now, const bytea *digest, bool keep_digest,
+		   bool *is_new, StoreMode mode)
 {
 	Relation	rel;
 	AttrNumber	attnos[NUM_COLS];
@@ -308,6 +332,9 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 			SET(COL_CONTEXT, PointerGetDatum(ev->context_jsonb));
 		SET(COL_CREATED_AT, TimestampTzGetDatum(ev->created_at));
 		SET(COL_RECEIVED_AT, TimestampTzGetDatum(now));
+		ours[COL_BATCH_DIGEST] = (Datum) 0;
+		if (i == 0 && keep_digest)
+			SET(COL_BATCH_DIGEST, PointerGetDatum(digest));
 #undef SET
 		ExecStoreVirtualTuple(rootslot);
 
@@ -333,6 +360,13 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 			}
 			if (!is_new[i])
 			{
+				if (i == 0 && probe != NULL && digest != NULL &&
+					probe_found_digest(probe, digest))
+				{
+					memset(is_new, false, sizeof(bool) * n);
+					result = STORE_ALL_DUPLICATES;
+					break;
+				}
 				if (mode == STORE_OPTIMISTIC)
 				{
 					result = STORE_FIRST_IS_DUPLICATE;
@@ -359,6 +393,8 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		probe_end(probe);
 	if (result == STORE_DONE)
 		flush_buffer(&buf, t->estate, t->cid, NULL);
+	if (result == STORE_ALL_DUPLICATES)
+		result = STORE_DONE;
 
 	ut_target_end(t);
 	return result;
@@ -374,10 +410,16 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
  * a subtransaction, and only if a unique violation shows the batch was a
  * partial resend is that undone and every event probed.  This halves the
  * index work of the common case.
+ *
+ * digest is the SHA-256 of the request body.  With keep_digest (the batch
+ * had no rejected event) it is stored with the first event.  A retry of the
+ * same body finds the first event stored with that digest: every event of
+ * the body was stored by then, so none is probed again.
  */
 bool
 ut_store_events(const char *install_id, BatchEvent **valid, int n,
-				TimestampTz now, bool *is_new)
+				TimestampTz now, const bytea *digest, bool keep_digest,
+				bool *is_new)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -388,7 +430,8 @@ ut_store_events(const char *install_id, BatchEvent **valid, int n,
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		r = store_pass(install_id, valid, n, now, is_new, STORE_OPTIMISTIC);
+		r = store_pass(install_id, valid, n, now, digest, keep_digest, is_new,
+					   STORE_OPTIMISTIC);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -413,6 +456,7 @@ ut_store_events(const char *install_id, BatchEvent **valid, int n,
 	if (!conflict && r == STORE_NOT_APPLICABLE)
 		return false;
 	if (conflict || r == STORE_FIRST_IS_DUPLICATE)
-		r = store_pass(install_id, valid, n, now, is_new, STORE_PROBE_ALL);
+		r = store_pass(install_id, valid, n, now, digest, keep_digest, is_new,
+					   STORE_PROBE_ALL);
 	return r == STORE_DONE;
 }

@@ -109,6 +109,7 @@ CREATE TABLE @extschema@.events (
     created_at            timestamptz NOT NULL,
     received_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     voided_at             timestamptz,
+    batch_digest          bytea,
     PRIMARY KEY (install_id, event_id, created_at)
 ) PARTITION BY RANGE (created_at);
 COMMENT ON TABLE @extschema@.events IS
@@ -116,6 +117,9 @@ COMMENT ON TABLE @extschema@.events IS
 
 COMMENT ON COLUMN @extschema@.events.voided_at IS
     'When void_event() voided the event: it no longer counts in daily, usage_events, list_events or export_csv, and a resend stays a duplicate.';
+
+COMMENT ON COLUMN @extschema@.events.batch_digest IS
+    'SHA-256 of the request body, on the first event of a batch ingest stored without rejecting any event: a retry of the same body is then known to be all duplicates from that one row. NULL on every other event.';
 
 CREATE TABLE @extschema@.events_default PARTITION OF @extschema@.events DEFAULT;
 

@@ -540,6 +540,11 @@ BEGIN
     DELETE FROM @extschema@.events e
      WHERE e.install_id = forget_user.install_id AND e.wp_user_id_hash = forget_user.wp_user_id_hash;
     GET DIAGNOSTICS n_events = ROW_COUNT;
+    -- A retry of one of the installation's batches is then checked event by
+    -- event again (not answered from its first event's batch_digest), so
+    -- erased events sent again are stored again, as any new event would be.
+    UPDATE @extschema@.events e SET batch_digest = NULL
+     WHERE e.install_id = forget_user.install_id AND e.batch_digest IS NOT NULL;
     DELETE FROM @extschema@.daily d
      WHERE d.install_id = forget_user.install_id AND d.wp_user_id_hash = forget_user.wp_user_id_hash;
     GET DIAGNOSTICS n_daily = ROW_COUNT;

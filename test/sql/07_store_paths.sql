@@ -133,3 +133,43 @@ ALTER TABLE usage_tracking.quota_usage DROP CONSTRAINT t_cap;
 SELECT t.post(t.batch(:inst, jsonb_build_array(
          t.event('sp_16', '2025-11-03 09:09:00+00', source => 'inline'))), :secret, :now)->'received' AS cap_dropped;
 SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source IN ('inline', 'queue');
+
+-- A retry of the very same body is known to be all duplicates from its
+-- first event, which carries the body's SHA-256 (batch_digest) when the
+-- batch was stored without rejecting an event.
+SELECT t.batch(:inst, jsonb_build_array(
+         t.event('dg_1', '2025-11-03 10:00:00+00', source => 'inline'),
+         t.event('dg_2', '2025-11-03 10:01:00+00', source => 'inline', usr => 2),
+         t.event('dg_3', '2025-11-03 10:02:00+00', source => 'inline'))) AS dg_body \gset
+SELECT t.post(:'dg_body', :secret, :now) - 'quota' - 'event_ids' AS first_send;
+SELECT event_id, batch_digest = sha256(convert_to(:'dg_body', 'UTF8')) AS digest_of_body,
+       batch_digest IS NULL AS no_digest
+  FROM usage_tracking.events WHERE event_id LIKE 'dg\_%' ORDER BY 1;
+SELECT pg_stat_force_next_flush();
+SELECT idx_scan AS scans FROM pg_stat_user_indexes
+ WHERE indexrelid = 'usage_tracking.events_p20251103_pkey'::regclass \gset
+SELECT t.post(:'dg_body', :secret, '2025-11-03 12:02:00+00') - 'quota' - 'event_ids' AS retry;
+SELECT pg_stat_force_next_flush();
+SELECT idx_scan - :scans AS key_probes FROM pg_stat_user_indexes
+ WHERE indexrelid = 'usage_tracking.events_p20251103_pkey'::regclass;
+-- The same first event in a longer body: the new event is stored.
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('dg_1', '2025-11-03 10:00:00+00', source => 'inline'),
+         t.event('dg_2', '2025-11-03 10:01:00+00', source => 'inline', usr => 2),
+         t.event('dg_3', '2025-11-03 10:02:00+00', source => 'inline'),
+         t.event('dg_4', '2025-11-03 10:03:00+00', source => 'inline'))), :secret, :now)
+       - 'quota' - 'event_ids' AS longer_body;
+-- A batch with a rejected event (too far in the future) keeps no digest:
+-- sent again once that event is valid, it is stored then.
+SELECT t.batch(:inst, jsonb_build_array(
+         t.event('dg_5', '2025-11-03 10:04:00+00', source => 'inline'),
+         t.event('dg_6', '2025-11-03 12:10:00+00', source => 'inline'))) AS dg_body2 \gset
+SELECT t.post(:'dg_body2', :secret, :now) - 'quota' - 'event_ids' AS with_rejection;
+SELECT t.post(:'dg_body2', :secret, '2025-11-03 12:06:00+00') - 'quota' - 'event_ids' AS later;
+-- After an erasure the retry is checked event by event again, so the erased
+-- events it carries are stored again like any new event.
+SELECT usage_tracking.forget_user(:inst, t.user_hash(2)) ->> 'events' AS erased;
+SELECT count(*) AS digests_left FROM usage_tracking.events
+ WHERE install_id = :inst AND batch_digest IS NOT NULL;
+SELECT t.post(:'dg_body', :secret, '2025-11-03 12:07:00+00') - 'quota' - 'event_ids' AS retry_after_erasure;
+SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source IN ('inline', 'queue');

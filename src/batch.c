@@ -377,7 +377,9 @@ on_field_start(void *state, char *fname, bool isnull)
 		st->ev_field = F_NONE;
 		for (int i = 0; i < lengthof(event_fields); i++)
 		{
-			if (strcmp(fname, event_fields[i].name) == 0)
+			/* the first letter rules out all but one or two names */
+			if (fname[0] == event_fields[i].name[0] &&
+				strcmp(fname, event_fields[i].name) == 0)
 			{
 				st->ev_field = event_fields[i].field;
 				break;

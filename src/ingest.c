@@ -28,13 +28,13 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "lookup.h"
 #include "usage_tracking.h"
 
 PG_FUNCTION_INFO_V1(usage_tracking_ingest);
 
 #define NUM_INSERT_ARGS 12
 
-static SPIPlanPtr install_plan = NULL;
 static SPIPlanPtr seen_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 
@@ -58,50 +58,54 @@ typedef struct Installation
 static bool
 fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 {
-	Datum		args[3];
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	int			ret;
+	static const char *const inst_cols[] = {"account_id", "status", "last_seen_at"};
+	static const char *const acct_cols[] = {"status", "plan"};
+	static const char *const plan_cols[] = {"rate_requests_5m", "monthly_requests",
+	"warning_pct", "critical_pct", "block_pct"};
+	static const char *const secret_cols[] = {"secret", "previous_secret",
+	"previous_expires_at"};
+	static const char *const quota_cols[] = {"recorded", "pending"};
+	Datum		v[5];
+	bool		n[5];
+	Datum		key[2];
+	char	   *plan;
 
-	if (install_plan == NULL)
-	{
-
-		Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, DATEOID};
-
-		install_plan = ut_prepare_kept(
-									   "SELECT i.account_id, i.status <> 'active' OR a.status <> 'active',"
-									   " s.secret,"
-									   " CASE WHEN s.previous_expires_at > $2 THEN s.previous_secret END,"
-									   " i.last_seen_at > $2 - interval '1 minute',"
-									   " p.rate_requests_5m, p.monthly_requests, p.warning_pct,"
-									   " p.critical_pct, p.block_pct,"
-									   " coalesce((SELECT q.recorded + q.pending FROM usage_tracking.quota_usage q"
-									   "           WHERE q.account_id = i.account_id AND q.month = $3), 0)"
-									   " FROM usage_tracking.installations i"
-									   " JOIN usage_tracking.accounts a USING (account_id)"
-									   " JOIN usage_tracking.plans p USING (plan)"
-									   " JOIN usage_tracking.installation_secrets s USING (install_id)"
-									   " WHERE i.install_id = $1",
-									   3, types);
-	}
-	args[0] = CStringGetTextDatum(install_id);
-	args[1] = TimestampTzGetDatum(now);
-	args[2] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
-	ret = SPI_execute_plan(install_plan, args, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "installation lookup failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
+	key[0] = CStringGetTextDatum(install_id);
+	if (!ut_fetch_by_key("installations", 1, key, 3, inst_cols, v, n))
 		return false;
+	inst->account_id = TextDatumGetCString(v[0]);
+	inst->suspended = strcmp(TextDatumGetCString(v[1]), "active") != 0;
+	inst->seen_recently = !n[2] &&
+		DatumGetTimestampTz(v[2]) > now - USECS_PER_MINUTE;
 
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	inst->account_id = SPI_getvalue(tup, desc, 1);
-	inst->suspended = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
-	inst->secret = SPI_getvalue(tup, desc, 3);
-	inst->previous_secret = SPI_getvalue(tup, desc, 4);
-	inst->seen_recently = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)) && !isnull;
-	ut_quota_plan_from_tuple(tup, desc, 6, &inst->plan);
+	if (!ut_fetch_by_key("installation_secrets", 1, key, 3, secret_cols, v, n))
+		return false;
+	inst->secret = TextDatumGetCString(v[0]);
+	inst->previous_secret = !n[1] && !n[2] && DatumGetTimestampTz(v[2]) > now
+		? TextDatumGetCString(v[1]) : NULL;
+
+	key[0] = CStringGetTextDatum(inst->account_id);
+	if (!ut_fetch_by_key("accounts", 1, key, 2, acct_cols, v, n))
+		return false;
+	if (strcmp(TextDatumGetCString(v[0]), "active") != 0)
+		inst->suspended = true;
+	plan = TextDatumGetCString(v[1]);
+
+	key[0] = CStringGetTextDatum(plan);
+	if (!ut_fetch_by_key("plans", 1, key, 5, plan_cols, v, n))
+		return false;
+	inst->plan.rate_requests_5m = DatumGetInt32(v[0]);
+	inst->plan.unlimited = n[1];
+	inst->plan.monthly_requests = n[1] ? 0 : DatumGetInt64(v[1]);
+	inst->plan.warning_pct = DatumGetInt32(v[2]);
+	inst->plan.critical_pct = DatumGetInt32(v[3]);
+	inst->plan.block_pct = DatumGetInt32(v[4]);
+
+	key[0] = CStringGetTextDatum(inst->account_id);
+	key[1] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
+	inst->plan.used = 0;
+	if (ut_fetch_by_key("quota_usage", 2, key, 2, quota_cols, v, n))
+		inst->plan.used = DatumGetInt64(v[0]) + DatumGetInt64(v[1]);
 	return true;
 }
 

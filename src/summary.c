@@ -59,7 +59,9 @@ key_cmp(const SummaryRow *a, const SummaryRow *b)
 {
 	int			c;
 
-	if ((c = strcmp(a->install_id, b->install_id)) != 0)
+	/* rows of one batch share their install_id string */
+	if (a->install_id != b->install_id &&
+		(c = strcmp(a->install_id, b->install_id)) != 0)
 		return c;
 	if (a->day != b->day)
 		return a->day < b->day ? -1 : 1;

@@ -20,6 +20,7 @@
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "fmgr.h"
+#include "port/pg_bswap.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -206,20 +207,48 @@ insert_events(const char *install_id, BatchEvent **valid, int n, TimestampTz now
 }
 
 /*
+ * SHA-256 of the idempotency keys of the valid events, in order: each
+ * event_id, a NUL byte, created_at (microseconds since 2000-01-01 UTC, 8
+ * bytes big-endian).  Two posts with the same digest hold the same keys; see
+ * ut_store_events().
+ */
+static bytea *
+keys_digest(BatchEvent **valid, int n)
+{
+	bytea	   *d = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	bool		ok = (ctx != NULL && pg_cryptohash_init(ctx) == 0);
+
+	for (int i = 0; ok && i < n; i++)
+	{
+		uint64		created = pg_hton64((uint64) valid[i]->created_at);
+
+		ok = pg_cryptohash_update(ctx, (const uint8 *) valid[i]->event_id,
+								  strlen(valid[i]->event_id) + 1) == 0 &&
+			pg_cryptohash_update(ctx, (const uint8 *) &created, sizeof(created)) == 0;
+	}
+	if (!ok ||
+		pg_cryptohash_final(ctx, (uint8 *) VARDATA(d), PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not compute the batch digest: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+	SET_VARSIZE(d, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	return d;
+}
+
+/*
  * Store the valid events and summarize the new ones: directly when the
  * events table allows it (store.c), else through an INSERT statement whose
  * trigger summarizes.  Returns how many were new.
  */
 static int64
 store_events(const char *install_id, const char *account_id, BatchEvent **valid,
-			 int n, TimestampTz now, const bytea *digest, bool keep_digest,
-			 UtQuotaWatch *watch)
+			 int n, TimestampTz now, UtQuotaWatch *watch)
 {
 	bool	   *is_new = palloc(sizeof(bool) * n);
 	SummaryRow *rows;
 	int			nnew = 0;
 
-	if (!ut_store_events(install_id, valid, n, now, digest, keep_digest, is_new))
+	if (!ut_store_events(install_id, valid, n, now, keys_digest(valid, n), is_new))
 		return insert_events(install_id, valid, n, now);
 
 	rows = palloc(sizeof(SummaryRow) * n);
@@ -246,23 +275,6 @@ store_events(const char *install_id, const char *account_id, BatchEvent **valid,
 	}
 	ut_summarize(rows, nnew, watch);
 	return nnew;
-}
-
-/* SHA-256 of the request body, as bytea. */
-static bytea *
-body_digest(const char *body, size_t len)
-{
-	bytea	   *d = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
-
-	if (ctx == NULL ||
-		pg_cryptohash_init(ctx) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) body, len) < 0 ||
-		pg_cryptohash_final(ctx, (uint8 *) VARDATA(d), PG_SHA256_DIGEST_LENGTH) < 0)
-		elog(ERROR, "could not compute the body digest: %s", pg_cryptohash_error(ctx));
-	pg_cryptohash_free(ctx);
-	SET_VARSIZE(d, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
-	return d;
 }
 
 /*
@@ -544,8 +556,7 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 		if (!inst.seen_recently)
 			mark_seen(batch.install_id, now);
 		inserted = store_events(batch.install_id, inst.account_id, valid, nvalid,
-								now, body_digest(body, body_len),
-								nvalid == batch.nevents, &watch);
+								now, &watch);
 	}
 
 	/*

@@ -197,7 +197,7 @@ probe_key(KeyProbe *p, const Datum *values)
 
 /*
  * Whether the row probe_key() just found carries digest as its batch_digest:
- * it is the first event of a batch with the very same body.
+ * it is the first event of a batch with the very same keys.
  */
 static bool
 probe_found_digest(KeyProbe *p, const bytea *digest)
@@ -261,7 +261,7 @@ typedef enum StoreResult
 	STORE_NOT_APPLICABLE,		/* the table needs the INSERT statement path */
 	STORE_FIRST_IS_DUPLICATE,	/* optimistic pass gave up, nothing written */
 	STORE_ALL_DUPLICATES		/* the first event is the stored first event of
-								 * the same body: all are stored */
+								 * a batch of the same keys: all are stored */
 } StoreResult;
 
 /*
@@ -269,8 +269,7 @@ typedef enum StoreResult
  */
 static StoreResult
 store_pass(const char *install_id, BatchEvent **valid, int n,
-		   TimestampTz now, const bytea *digest, bool keep_digest,
-		   bool *is_new, StoreMode mode)
+		   TimestampTz now, const bytea *digest, bool *is_new, StoreMode mode)
 {
 	Relation	rel;
 	AttrNumber	attnos[NUM_COLS];
@@ -333,7 +332,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		SET(COL_CREATED_AT, TimestampTzGetDatum(ev->created_at));
 		SET(COL_RECEIVED_AT, TimestampTzGetDatum(now));
 		ours[COL_BATCH_DIGEST] = (Datum) 0;
-		if (i == 0 && keep_digest)
+		if (i == 0 && digest != NULL)
 			SET(COL_BATCH_DIGEST, PointerGetDatum(digest));
 #undef SET
 		ExecStoreVirtualTuple(rootslot);
@@ -411,15 +410,14 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
  * partial resend is that undone and every event probed.  This halves the
  * index work of the common case.
  *
- * digest is the SHA-256 of the request body.  With keep_digest (the batch
- * had no rejected event) it is stored with the first event.  A retry of the
- * same body finds the first event stored with that digest: every event of
- * the body was stored by then, so none is probed again.
+ * digest identifies the batch's keys (the event_id and created_at of every
+ * event, in order); it is stored with the first event.  A retry with the
+ * same keys finds its first event stored with that digest: every key was
+ * stored in that batch, so none is probed again.
  */
 bool
 ut_store_events(const char *install_id, BatchEvent **valid, int n,
-				TimestampTz now, const bytea *digest, bool keep_digest,
-				bool *is_new)
+				TimestampTz now, const bytea *digest, bool *is_new)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -430,7 +428,7 @@ ut_store_events(const char *install_id, BatchEvent **valid, int n,
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		r = store_pass(install_id, valid, n, now, digest, keep_digest, is_new,
+		r = store_pass(install_id, valid, n, now, digest, is_new,
 					   STORE_OPTIMISTIC);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
@@ -456,7 +454,7 @@ ut_store_events(const char *install_id, BatchEvent **valid, int n,
 	if (!conflict && r == STORE_NOT_APPLICABLE)
 		return false;
 	if (conflict || r == STORE_FIRST_IS_DUPLICATE)
-		r = store_pass(install_id, valid, n, now, digest, keep_digest, is_new,
+		r = store_pass(install_id, valid, n, now, digest, is_new,
 					   STORE_PROBE_ALL);
 	return r == STORE_DONE;
 }

@@ -121,6 +121,6 @@ extern const char *ut_quota_level(const UtQuotaPlan *plan);
 /* store.c */
 extern bool ut_store_events(const char *install_id, BatchEvent **valid, int n,
 							TimestampTz now, const bytea *digest,
-							bool keep_digest, bool *is_new);
+							bool *is_new);
 
 #endif							/* USAGE_TRACKING_H */

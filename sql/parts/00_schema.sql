@@ -119,7 +119,7 @@ COMMENT ON COLUMN @extschema@.events.voided_at IS
     'When void_event() voided the event: it no longer counts in daily, usage_events, list_events or export_csv, and a resend stays a duplicate.';
 
 COMMENT ON COLUMN @extschema@.events.batch_digest IS
-    'SHA-256 of the request body, on the first event of a batch ingest stored without rejecting any event: a retry of the same body is then known to be all duplicates from that one row. NULL on every other event.';
+    'On the first event of each batch ingest stored: the SHA-256 of the batch''s valid event keys in order (each event_id, a NUL byte, created_at as microseconds since 2000-01-01 UTC in 8 bytes big-endian). A retry with the same keys is then known to be all duplicates from that one row. NULL on every other event.';
 
 CREATE TABLE @extschema@.events_default PARTITION OF @extschema@.events DEFAULT;
 

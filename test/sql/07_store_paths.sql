@@ -134,15 +134,18 @@ SELECT t.post(t.batch(:inst, jsonb_build_array(
          t.event('sp_16', '2025-11-03 09:09:00+00', source => 'inline'))), :secret, :now)->'received' AS cap_dropped;
 SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source IN ('inline', 'queue');
 
--- A retry of the very same body is known to be all duplicates from its
--- first event, which carries the body's SHA-256 (batch_digest) when the
--- batch was stored without rejecting an event.
+-- A retry with the same keys is known to be all duplicates from its first
+-- event, which carries the SHA-256 of the batch's keys (batch_digest).
 SELECT t.batch(:inst, jsonb_build_array(
          t.event('dg_1', '2025-11-03 10:00:00+00', source => 'inline'),
          t.event('dg_2', '2025-11-03 10:01:00+00', source => 'inline', usr => 2),
          t.event('dg_3', '2025-11-03 10:02:00+00', source => 'inline'))) AS dg_body \gset
 SELECT t.post(:'dg_body', :secret, :now) - 'quota' - 'event_ids' AS first_send;
-SELECT event_id, batch_digest = sha256(convert_to(:'dg_body', 'UTF8')) AS digest_of_body,
+SELECT event_id, batch_digest = (
+         SELECT sha256(string_agg(convert_to(e->>'event_id', 'UTF8') || '\x00'::bytea
+                                  || int8send((extract(epoch FROM (e->>'created_at')::timestamptz) * 1000000)::int8
+                                              - 946684800000000), ''::bytea ORDER BY n))
+           FROM jsonb_array_elements((:'dg_body')::jsonb->'events') WITH ORDINALITY a(e, n)) AS digest_of_keys,
        batch_digest IS NULL AS no_digest
   FROM usage_tracking.events WHERE event_id LIKE 'dg\_%' ORDER BY 1;
 SELECT pg_stat_force_next_flush();
@@ -159,8 +162,8 @@ SELECT t.post(t.batch(:inst, jsonb_build_array(
          t.event('dg_3', '2025-11-03 10:02:00+00', source => 'inline'),
          t.event('dg_4', '2025-11-03 10:03:00+00', source => 'inline'))), :secret, :now)
        - 'quota' - 'event_ids' AS longer_body;
--- A batch with a rejected event (too far in the future) keeps no digest:
--- sent again once that event is valid, it is stored then.
+-- A batch with a rejected event (too far in the future): its digest covers
+-- the valid keys only, so sent again once that event is valid, it is stored.
 SELECT t.batch(:inst, jsonb_build_array(
          t.event('dg_5', '2025-11-03 10:04:00+00', source => 'inline'),
          t.event('dg_6', '2025-11-03 12:10:00+00', source => 'inline'))) AS dg_body2 \gset

@@ -62,6 +62,7 @@ typedef struct ParseState
 	JsonbParseState *jb;		/* the context being built as jsonb */
 #endif
 	const char *invalid;		/* batch-level problem found while parsing */
+	const char *malformed;		/* a string we needed would not decode */
 } ParseState;
 
 static const struct
@@ -217,6 +218,83 @@ context_push_scalar(ParseState *st, char *token, JsonTokenType type)
 }
 #endif
 
+/*
+ * Strings are decoded only when they are needed.
+ *
+ * The lexer runs without de-escaping (which costs it a call per character
+ * of every string), and a callback finds the string token it needs in the
+ * input: the lexer has just passed it, so it ends right before end (past
+ * its closing quote), and it starts at the nearest earlier quote that no
+ * odd run of backslashes escapes.  A string without a backslash is its own
+ * text; one with escapes is decoded by the lexer itself, run on that one
+ * token with de-escaping on.
+ */
+static char *
+string_before(ParseState *st, const char *end)
+{
+	const char *input = st->lex->input;
+	const char *close = end - 1;
+	const char *open;
+	int			len;
+
+	if (close <= input || *close != '"')
+	{
+		st->malformed = "a string token could not be located";
+		return pstrdup("");
+	}
+	for (open = close - 1; open >= input; open--)
+	{
+		if (*open == '"')
+		{
+			const char *b = open;
+
+			while (b > input && b[-1] == '\\')
+				b--;
+			if (((open - b) & 1) == 0)
+				break;
+		}
+	}
+	if (open < input)
+	{
+		st->malformed = "a string token could not be located";
+		return pstrdup("");
+	}
+	len = (int) (close - open - 1);
+	if (memchr(open + 1, '\\', len) == NULL)
+		return pnstrdup(open + 1, len);
+	{
+		JsonLexContext *lex = makeJsonLexContextCstringLen((char *) open, len + 2,
+															PG_UTF8, true);
+		JsonParseErrorType rc = json_lex(lex);
+
+		if (rc != JSON_SUCCESS || lex->token_type != JSON_TOKEN_STRING)
+		{
+			if (st->malformed == NULL)
+				st->malformed = rc != JSON_SUCCESS ? json_errdetail(rc, lex)
+					: "a string token could not be decoded";
+			return pstrdup("");
+		}
+		return lex->strval->data;
+	}
+}
+
+/* The name of the field whose ':' the lexer has just passed. */
+static char *
+field_name(ParseState *st)
+{
+	const char *input = st->lex->input;
+	const char *p = st->lex->prev_token_terminator - 1;
+
+	if (p < input || *p != ':')
+	{
+		st->malformed = "a field name could not be located";
+		return pstrdup("");
+	}
+	for (p--; p >= input && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'); p--)
+		;
+	return string_before(st, p + 1);
+}
+
 static void
 on_object_start(void *state)
 {
@@ -349,6 +427,8 @@ on_field_start(void *state, char *fname, bool isnull)
 #ifndef FRONTEND
 		JsonbValue	k;
 
+		fname = field_name(st);
+
 		k.type = jbvString;
 		k.val.string.val = fname;
 		k.val.string.len = strlen(fname);
@@ -359,6 +439,7 @@ on_field_start(void *state, char *fname, bool isnull)
 
 	if (st->depth == 1)
 	{
+		fname = field_name(st);
 		st->top_field = F_NONE;
 		if (strcmp(fname, "install_id") == 0)
 			st->top_field = F_INSTALL_ID;
@@ -374,6 +455,7 @@ on_field_start(void *state, char *fname, bool isnull)
 	}
 	else if (st->depth == 3 && st->in_event)
 	{
+		fname = field_name(st);
 		st->ev_field = F_NONE;
 		for (int i = 0; i < lengthof(event_fields); i++)
 		{
@@ -514,6 +596,12 @@ on_scalar(void *state, char *token, JsonTokenType type)
 {
 	ParseState *st = state;
 
+	if (type == JSON_TOKEN_STRING &&
+		(st->in_context ||
+		 (st->depth == 1 && (st->top_field == F_INSTALL_ID || st->top_field == F_ACCOUNT_ID)) ||
+		 (st->depth == 3 && st->in_event && st->ev_field != F_NONE)))
+		token = string_before(st, st->lex->prev_token_terminator);
+
 	if (st->in_context)
 	{
 #ifndef FRONTEND
@@ -562,7 +650,7 @@ ut_batch_parse(const char *body, int len, int max_events, Batch *batch,
 	memset(&sem, 0, sizeof(sem));
 
 	st.batch = batch;
-	st.lex = makeJsonLexContextCstringLen((char *) body, len, PG_UTF8, true);
+	st.lex = makeJsonLexContextCstringLen((char *) body, len, PG_UTF8, false);
 
 	sem.semstate = &st;
 	sem.object_start = on_object_start;
@@ -577,6 +665,11 @@ ut_batch_parse(const char *body, int len, int max_events, Batch *batch,
 	if (rc != JSON_SUCCESS)
 	{
 		*errmsg = json_errdetail(rc, st.lex);
+		return BATCH_MALFORMED_JSON;
+	}
+	if (st.malformed)
+	{
+		*errmsg = st.malformed;
 		return BATCH_MALFORMED_JSON;
 	}
 	if (st.invalid)

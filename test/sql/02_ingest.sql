@@ -51,6 +51,16 @@ SELECT t.post('{"install_id": "550e8400-e29b-41d4-a716-446655440000_a3b4c5d6e7f8
 SELECT model, context, created_at, request_id IS NULL AS no_request_id
   FROM usage_tracking.usage_events WHERE event_id = 'evt_c1';
 
+-- Escapes decode wherever they are: in field names, in values (quotes and
+-- backslashes, a string ending in an escaped backslash, \u escapes with a
+-- surrogate pair) and in context keys and values, as jsonb_in decodes them.
+-- A field we do not read may hold any escape PostgreSQL's json type takes.
+\set ctxe '{"k\\u00e9y": "v\\u00e9 \\ud83d\\ude00", "q": "say \\"hi\\"", "b": "ends\\\\"}'
+\set esc '{"install_id": "550e8400-e29b-41d4-a716-446655440000_a3b4c5d6e7f8", "ignored": "\\u0000 \\ud800", "events": [{"event\\u005fid": "evt_\\u0065sc", "wp_user_id_hash": "USER", "source": "qu\\u0065ue", "model": "gpt-4o-mini", "prompt_tokens": 10, "completion_tokens": 5, "request_id": "r\\"q\\\\", "context": CTX, "created_at": "2025-11-03T11:31:00Z"}]}'
+SELECT t.post(replace(replace(:'esc', 'USER', t.user_hash(1)), 'CTX', :'ctxe'), :secret, :now) - 'quota' AS escapes;
+SELECT event_id, source, request_id, context, context = (:'ctxe')::jsonb AS context_as_jsonb_in
+  FROM usage_tracking.events WHERE event_id = 'evt_esc';
+
 -- Numbers in context are stored as jsonb_in would store them (integers,
 -- negative and zero ones, the int64 limits, fractions, exponents).
 \set ctx '{"i": [0, -0, 7, -7, 1024, 999999999999999999, -999999999999999999, 9223372036854775807, -9223372036854775808, 9223372036854775808, 12345678901234567890], "f": [1.0, -0.50, 1e3, 2E-2, 0.000]}'

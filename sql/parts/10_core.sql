@@ -10,7 +10,7 @@ CREATE TABLE @extschema@.error_codes (
 COMMENT ON TABLE @extschema@.error_codes IS
     'The SQLSTATEs the extension raises for whole-request errors, with the error code and HTTP status the HTTP fronts answer with.';
 INSERT INTO @extschema@.error_codes VALUES
-    ('UTB01', 'malformed_json',         400, 'The body is not valid JSON (including invalid Unicode escapes such as \u0000).'),
+    ('UTB01', 'malformed_json',         400, 'The body is not valid JSON, or a field ingest reads holds an escape text cannot hold (\u0000, a lone surrogate).'),
     ('UTB02', 'invalid_batch',          400, 'The body is JSON but not a batch: install_id or events missing or of the wrong type, no events, a malformed install_id.'),
     ('UTA01', 'missing_signature',      401, 'X-Install-Signature is missing or not "<64 hex>:<unix seconds>".'),
     ('UTA02', 'invalid_signature',      401, 'The HMAC does not verify, or the installation is unknown (the two are not told apart).'),

@@ -24,11 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JSON_OID 114
+#define TEXT_OID 25
 
 typedef enum route_kind
 {
-	ROUTE_RAW_BODY,				/* the body is the single unnamed json argument */
+	ROUTE_RAW_BODY,				/* the body is the single unnamed argument (text) */
 	ROUTE_ARGS,					/* named arguments: query string (GET) or JSON body keys (POST) */
 	ROUTE_CSV					/* POST with JSON body keys, text/csv answer streamed */
 } route_kind;
@@ -434,7 +434,7 @@ run_call(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cl
 				failed,
 				retset = 0,
 				raw = (c->kind == ROUTE_RAW_BODY);
-	Oid			raw_type = JSON_OID;
+	Oid			raw_type = TEXT_OID;	/* usage_api.ingest(text): the body is parsed once */
 	int			raw_format = 1;
 	int			raw_len = (int) rq->body.len;
 	const char *raw_value = rq->body.data ? rq->body.data : "";

@@ -74,6 +74,20 @@ GRANT EXECUTE ON FUNCTION usage_api.ingest(json) TO usage_tracking_ingest, usage
 COMMENT ON FUNCTION usage_api.ingest(json) IS
     'POST /api/usage/event: ingest the raw request body (a single unnamed json parameter, byte for byte) signed by the X-Install-Signature of request.headers, for the account_id of request.jwt.claims (not checked when the claim is absent). Errors: SQLSTATE PGRST with the status of usage_tracking.error_codes.';
 
+-- The same route with the body as text: what the gateway calls.  A json
+-- argument is lexed by PostgreSQL once more before ingest parses it; as
+-- text it is parsed once, and invalid JSON still answers 400
+-- malformed_json (UTB01).  Under PostgREST it is the text/plain variant.
+CREATE FUNCTION usage_api.ingest(text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'usage_api_ingest'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION usage_api.ingest(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION usage_api.ingest(text) TO usage_tracking_ingest, usage_tracking_admin;
+COMMENT ON FUNCTION usage_api.ingest(text) IS
+    'POST /api/usage/event as usage_api.ingest(json), the body passed as text (parsed once, by ingest itself).';
+
 -- Read routes: SECURITY INVOKER, so the row-level security of the caller's
 -- role and JWT account decides what they see (sql/parts/25_rls.sql).
 

@@ -122,6 +122,27 @@ SELECT t_api.call('{"install_id": "4a7f5c1e-0d2b-4c3a-9e8f-1a2b3c4d5e6f_a0a0a0a0
 -- Not JSON: PostgreSQL refuses the json argument before the call (PostgREST
 -- and the gateway answer 400).
 SELECT t_api.call('{"install_id": ', 'x', :'claims_a') AS not_json;
+-- The text variant the gateway calls (the body parsed once, by ingest):
+-- the same answers, and not JSON is ingest's own 400 malformed_json.
+BEGIN;
+SELECT set_config('request.headers', json_build_object('x-install-signature',
+                  t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()))::text, true) IS NOT NULL AS headers_set,
+       set_config('request.jwt.claims', :'claims_a', true) IS NOT NULL AS claims_set;
+SET LOCAL ROLE usage_tracking_ingest;
+SELECT usage_api.ingest(:'body_a'::text) - 'quota' = (:'api_a'::jsonb - 'quota') || '{"duplicates": 3}' AS text_retry_as_json_retry;
+COMMIT;
+BEGIN;
+SELECT set_config('request.headers', json_build_object('x-install-signature',
+                  t.sig('{"install_id": ', 'http-secret-aaaaaaaaaaaaaaaa', now()))::text, true) IS NOT NULL AS headers_set,
+       set_config('request.jwt.claims', :'claims_a', true) IS NOT NULL AS claims_set;
+SET LOCAL ROLE usage_tracking_ingest;
+DO $$
+BEGIN
+  PERFORM usage_api.ingest('{"install_id": '::text);
+EXCEPTION WHEN OTHERS THEN
+  RAISE NOTICE 'text, not JSON: % %', (SQLERRM::jsonb)->>'code', (SQLERRM::jsonb)->>'message';
+END $$;
+COMMIT;
 SET usage_tracking.max_batch_events = 2;
 SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), :'claims_a') AS too_many_events;
 RESET usage_tracking.max_batch_events;
@@ -135,7 +156,9 @@ SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', no
 SELECT t_api.call(:'body_a', t.sig(:'body_a', 'http-secret-aaaaaaaaaaaaaaaa', now()), :'claims_a',
                   'usage_tracking_analyst') AS as_analyst;
 SELECT has_function_privilege('usage_tracking_ingest', 'usage_api.ingest(json)', 'EXECUTE') AS ingest_may,
-       has_function_privilege('public', 'usage_api.ingest(json)', 'EXECUTE') AS public_may;
+       has_function_privilege('public', 'usage_api.ingest(json)', 'EXECUTE') AS public_may,
+       has_function_privilege('usage_tracking_ingest', 'usage_api.ingest(text)', 'EXECUTE') AS ingest_may_text,
+       has_function_privilege('public', 'usage_api.ingest(text)', 'EXECUTE') AS public_may_text;
 -- Nothing was written by the refused calls.
 SELECT count(*) AS events_a FROM usage_tracking.events WHERE install_id LIKE '%a0a0a0a0a0a1';
 SELECT count(*) AS events_c FROM usage_tracking.events WHERE install_id LIKE '%c0c0c0c0c0c1';

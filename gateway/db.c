@@ -17,12 +17,31 @@
 #include <string.h>
 #include <time.h>
 
+/*
+ * Statements are prepared once per connection, under a name, the first
+ * time they run: a request then costs no parse and no plan on the server.
+ * The texts are the gateway's own (a handful per route); the first
+ * GW_PREPARED_MAX of them are kept, later ones run unnamed.
+ */
+#define GW_PREPARED_MAX 64
+
+typedef struct prepared_stmt
+{
+	int			id;				/* its name is gw_<id> */
+	char	   *sql;			/* malloc */
+	int			nparams;
+	Oid			types[4];		/* the first parameter types, 0 = unspecified */
+} prepared_stmt;
+
 struct gw_conn
 {
 	PGconn	   *conn;
 	double		last_attempt;	/* of a failed (re)connect */
 	int			index;
 	int			busy;
+	int			nprepared;
+	int			next_id;
+	prepared_stmt prepared[GW_PREPARED_MAX];
 };
 
 static gw_conn *pool;
@@ -38,6 +57,57 @@ notice_quiet(void *arg, const PGresult *res)
 	(void) res;
 }
 
+static void
+forget_prepared(gw_conn *c)
+{
+	for (int i = 0; i < c->nprepared; i++)
+		free(c->prepared[i].sql);
+	c->nprepared = 0;
+}
+
+static void
+stmt_types(const db_stmt *st, Oid *types)
+{
+	for (int k = 0; k < 4; k++)
+		types[k] = (st->types && k < st->nparams) ? st->types[k] : 0;
+}
+
+/*
+ * Drop the cache entries (indexes ks, in the order they were added) of
+ * statements whose Parse failed or never ran (an unknown function, or an
+ * earlier statement of the pipeline failed): the server does not have them.
+ */
+static void
+forget_unprepared(gw_conn *c, const int *ks, int n)
+{
+	for (int j = n - 1; j >= 0; j--)
+	{
+		int			k = ks[j];
+
+		free(c->prepared[k].sql);
+		memmove(&c->prepared[k], &c->prepared[k + 1],
+				sizeof(prepared_stmt) * (c->nprepared - k - 1));
+		c->nprepared--;
+	}
+}
+
+/* The index of st among the connection's prepared statements, or -1. */
+static int
+find_prepared(gw_conn *c, const db_stmt *st)
+{
+	Oid			types[4];
+
+	if (st->nparams > 4)
+		return -1;
+	stmt_types(st, types);
+	for (int i = 0; i < c->nprepared; i++)
+		if (c->prepared[i].nparams == st->nparams &&
+			memcmp(c->prepared[i].types, types, sizeof(types)) == 0 &&
+			strcmp(c->prepared[i].sql, st->sql) == 0)
+			return i;
+	return -1;
+}
+
 static int
 db_connect(gw_conn *c)
 {
@@ -50,6 +120,7 @@ db_connect(gw_conn *c)
 		PQfinish(c->conn);
 		c->conn = NULL;
 	}
+	forget_prepared(c);
 	c->conn = PQconnectdbParams(keys, vals, 1);
 	if (c->conn == NULL || PQstatus(c->conn) != CONNECTION_OK)
 	{
@@ -183,6 +254,7 @@ db_mark_broken(gw_conn *c)
 		PQfinish(c->conn);
 		c->conn = NULL;
 	}
+	forget_prepared(c);
 	c->last_attempt = 0;		/* the next user may reconnect at once */
 }
 
@@ -206,16 +278,50 @@ db_pipeline(gw_conn *c, db_stmt *stmts, int n, int *failed)
 	PGresult   *res;
 	int			i,
 				rc = 0;
+	int			preparing[64];	/* cache index of a statement prepared now, or -1 */
+	int			unprepared[64];
+	int			nunprepared = 0;
 
 	*failed = -1;
+	if (n > (int) (sizeof(preparing) / sizeof(preparing[0])))
+		return -1;
 	for (i = 0; i < n; i++)
 		stmts[i].result = NULL;
 	if (conn == NULL || PQenterPipelineMode(conn) != 1)
 		return -1;
 	for (i = 0; i < n; i++)
-		if (PQsendQueryParams(conn, stmts[i].sql, stmts[i].nparams, stmts[i].types,
-							  stmts[i].values, stmts[i].lengths, stmts[i].formats, 0) != 1)
+	{
+		int			k = find_prepared(c, &stmts[i]);
+		char		name[32];
+
+		preparing[i] = -1;
+		if (k < 0 && c->nprepared < GW_PREPARED_MAX && stmts[i].nparams <= 4)
+		{
+			prepared_stmt *p = &c->prepared[c->nprepared];
+
+			p->id = c->next_id++;
+			snprintf(name, sizeof(name), "gw_%d", p->id);
+			p->sql = strdup(stmts[i].sql);
+			if (p->sql == NULL)
+				return -1;
+			p->nparams = stmts[i].nparams;
+			stmt_types(&stmts[i], p->types);
+			if (PQsendPrepare(conn, name, stmts[i].sql, stmts[i].nparams, stmts[i].types) != 1)
+				return -1;
+			k = c->nprepared++;
+			preparing[i] = k;
+		}
+		if (k >= 0)
+		{
+			snprintf(name, sizeof(name), "gw_%d", c->prepared[k].id);
+			if (PQsendQueryPrepared(conn, name, stmts[i].nparams, stmts[i].values,
+									stmts[i].lengths, stmts[i].formats, 0) != 1)
+				return -1;
+		}
+		else if (PQsendQueryParams(conn, stmts[i].sql, stmts[i].nparams, stmts[i].types,
+								   stmts[i].values, stmts[i].lengths, stmts[i].formats, 0) != 1)
 			return -1;
+	}
 	if (PQpipelineSync(conn) != 1)
 		return -1;
 
@@ -223,6 +329,18 @@ db_pipeline(gw_conn *c, db_stmt *stmts, int n, int *failed)
 	{
 		PGresult   *extra;
 
+		if (preparing[i] >= 0)
+		{
+			/* the Parse of a statement prepared now: keep it only if it worked */
+			res = PQgetResult(conn);
+			if (res == NULL)
+				return i == 0 ? -1 : -2;
+			while ((extra = PQgetResult(conn)) != NULL)
+				PQclear(extra);
+			if (PQresultStatus(res) != PGRES_COMMAND_OK)
+				unprepared[nunprepared++] = preparing[i];
+			PQclear(res);
+		}
 		res = PQgetResult(conn);
 		if (res == NULL)
 			return i == 0 ? -1 : -2;
@@ -258,6 +376,7 @@ db_pipeline(gw_conn *c, db_stmt *stmts, int n, int *failed)
 	PQclear(res);
 	if (PQexitPipelineMode(conn) != 1)
 		return -2;
+	forget_unprepared(c, unprepared, nunprepared);
 	return rc;
 }
 

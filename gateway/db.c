@@ -331,14 +331,39 @@ db_pipeline(gw_conn *c, db_stmt *stmts, int n, int *failed)
 
 		if (preparing[i] >= 0)
 		{
-			/* the Parse of a statement prepared now: keep it only if it worked */
+			/*
+			 * The Parse of a statement prepared now.  If it failed (say, an
+			 * unknown function) that is the statement's result, and the
+			 * statement is not kept.
+			 */
 			res = PQgetResult(conn);
 			if (res == NULL)
 				return i == 0 ? -1 : -2;
 			while ((extra = PQgetResult(conn)) != NULL)
 				PQclear(extra);
 			if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			{
 				unprepared[nunprepared++] = preparing[i];
+				if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
+				{
+					stmts[i].result = res;
+					/* the execution that followed was skipped */
+					extra = PQgetResult(conn);
+					if (extra == NULL)
+						return i == 0 ? -1 : -2;
+					PQclear(extra);
+					while ((extra = PQgetResult(conn)) != NULL)
+						PQclear(extra);
+					if (PQstatus(conn) == CONNECTION_BAD)
+						return i == 0 ? -1 : -2;
+					if (rc == 0)
+					{
+						rc = 1;
+						*failed = i;
+					}
+					continue;
+				}
+			}
 			PQclear(res);
 		}
 		res = PQgetResult(conn);

@@ -11,10 +11,11 @@
  * this path is only taken while the events table has no trigger but the
  * summary trigger and no column ingest does not fill that would need a
  * default or a NOT NULL value; otherwise ingest falls back to an INSERT
- * statement.  Concurrent batches of one installation are serialized on its
- * row before this runs, so the index probe and the insert cannot race with
- * another ingest; a concurrent plain INSERT of the same key still fails
- * cleanly with a unique violation.
+ * statement.  Concurrent batches holding the same key: a probe waits for a
+ * transaction inserting it, and the optimistic pass turns a unique
+ * violation into a probe of every event, so only an insert that races in
+ * between a probe and the insert of the probe-all pass fails, cleanly, with
+ * a unique violation (the post can be retried).
  *
  *-------------------------------------------------------------------------
  */

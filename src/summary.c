@@ -1,12 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * src/summary.c
- *		Keep usage_tracking.daily current: an AFTER INSERT statement trigger
- *		on usage_tracking.events reads the rows the statement inserted (its
- *		transition table; duplicates skipped by ON CONFLICT are not there),
- *		sums them per (install, UTC day, user hash, source, model) in memory,
- *		prices them, and upserts each key once, in key order, in a single
- *		statement.
+ *		Keep usage_tracking.daily and the governance counters current for
+ *		new events: sum them per key in memory, price them, and add to each
+ *		row once, in key order — through counters.c, or an INSERT … ON
+ *		CONFLICT DO UPDATE statement where counters.c declines.  Ingest calls
+ *		ut_summarize() with the events it stored; for any other INSERT an
+ *		AFTER INSERT statement trigger on usage_tracking.events reads the
+ *		rows the statement inserted (its transition table; duplicates
+ *		skipped by ON CONFLICT are not there).
  *
  * Taking the keys in one fixed order means two transactions touching the
  * same summary rows wait for each other instead of deadlocking.

@@ -129,8 +129,8 @@ ut_counters_open(const UtCounterSpec *spec)
 	for (int i = 0; i < spec->ncols; i++)
 		names[i] = spec->cols[i].name;
 	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED ||
-		pg_class_aclcheck(relid, GetUserId(),
-						  ACL_SELECT | ACL_INSERT | ACL_UPDATE) != ACLCHECK_OK ||
+		pg_class_aclmask(relid, GetUserId(), ACL_SELECT | ACL_INSERT | ACL_UPDATE,
+						 ACLMASK_ALL) != (ACL_SELECT | ACL_INSERT | ACL_UPDATE) ||
 		!only_constraint_triggers(rel->trigdesc) ||
 		!ut_map_columns(rel, names, spec->ncols, attnos) ||
 		!types_match(rel, spec, attnos))

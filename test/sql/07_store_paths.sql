@@ -176,3 +176,25 @@ SELECT count(*) AS digests_left FROM usage_tracking.events
  WHERE install_id = :inst AND batch_digest IS NOT NULL;
 SELECT t.post(:'dg_body', :secret, '2025-11-03 12:07:00+00') - 'quota' - 'event_ids' AS retry_after_erasure;
 SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id = :inst AND source IN ('inline', 'queue');
+
+-- Counter rows are written directly only for a user who holds every
+-- privilege the statement would need: a role that may insert events but
+-- only read the counter tables goes through the statement, which refuses.
+CREATE ROLE t_events_writer BYPASSRLS;
+GRANT USAGE ON SCHEMA usage_tracking TO t_events_writer;
+GRANT INSERT ON usage_tracking.events TO t_events_writer;
+GRANT EXECUTE ON FUNCTION usage_tracking.valid_shape("char", text) TO t_events_writer;
+GRANT SELECT ON usage_tracking.installations, usage_tracking.quota_usage,
+                usage_tracking.hourly_usage, usage_tracking.daily TO t_events_writer;
+SELECT t.user_hash(1) AS uh \gset
+SET ROLE t_events_writer;
+INSERT INTO usage_tracking.events (install_id, event_id, wp_user_id_hash, source, model,
+                                   prompt_tokens, completion_tokens, created_at)
+VALUES (:inst, 'priv_1', :'uh', 'inline', 'gpt-4o-mini', 10, 5, '2025-11-03 09:30:00+00');
+RESET ROLE;
+SELECT count(*) AS written FROM usage_tracking.events WHERE event_id = 'priv_1';
+REVOKE ALL ON usage_tracking.events, usage_tracking.installations, usage_tracking.quota_usage,
+              usage_tracking.hourly_usage, usage_tracking.daily FROM t_events_writer;
+REVOKE EXECUTE ON FUNCTION usage_tracking.valid_shape("char", text) FROM t_events_writer;
+REVOKE USAGE ON SCHEMA usage_tracking FROM t_events_writer;
+DROP ROLE t_events_writer;

@@ -69,7 +69,7 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 	Datum		v[5];
 	bool		n[5];
 	Datum		key[2];
-	char	   *plan;
+	Datum		account;
 
 	key[0] = CStringGetTextDatum(install_id);
 	if (!ut_fetch_by_key("installations", 1, key, 3, inst_cols, v, n))
@@ -85,14 +85,13 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 	inst->previous_secret = !n[1] && !n[2] && DatumGetTimestampTz(v[2]) > now
 		? TextDatumGetCString(v[1]) : NULL;
 
-	key[0] = CStringGetTextDatum(inst->account_id);
-	if (!ut_fetch_by_key("accounts", 1, key, 2, acct_cols, v, n))
+	account = CStringGetTextDatum(inst->account_id);
+	if (!ut_fetch_by_key("accounts", 1, &account, 2, acct_cols, v, n))
 		return false;
 	if (strcmp(TextDatumGetCString(v[0]), "active") != 0)
 		inst->suspended = true;
-	plan = TextDatumGetCString(v[1]);
 
-	key[0] = CStringGetTextDatum(plan);
+	key[0] = v[1];				/* the plan */
 	if (!ut_fetch_by_key("plans", 1, key, 5, plan_cols, v, n))
 		return false;
 	inst->plan.rate_requests_5m = DatumGetInt32(v[0]);
@@ -102,7 +101,7 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 	inst->plan.critical_pct = DatumGetInt32(v[3]);
 	inst->plan.block_pct = DatumGetInt32(v[4]);
 
-	key[0] = CStringGetTextDatum(inst->account_id);
+	key[0] = account;
 	key[1] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
 	inst->plan.used = 0;
 	if (ut_fetch_by_key("quota_usage", 2, key, 2, quota_cols, v, n))

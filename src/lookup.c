@@ -19,6 +19,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "executor/tuptable.h"
+#include "parser/parse_relation.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -26,23 +27,6 @@
 #include "utils/snapmgr.h"
 
 #include "lookup.h"
-
-static AttrNumber
-column_number(Relation rel, const char *name)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	elog(ERROR, "column %s of usage_tracking.%s is missing", name,
-		 RelationGetRelationName(rel));
-	return InvalidAttrNumber;	/* keep compiler quiet */
-}
 
 /*
  * Find the row of usage_tracking.relname whose primary key is keys (in the
@@ -96,9 +80,14 @@ ut_fetch_by_key(const char *relname, int nkeys, const Datum *keys,
 
 		for (int c = 0; c < ncols; c++)
 		{
-			AttrNumber	a = column_number(rel, cols[c]);
-			Form_pg_attribute att = TupleDescAttr(desc, a - 1);
-			Datum		v = slot_getattr(slot, a, &nulls[c]);
+			AttrNumber	a = attnameAttNum(rel, cols[c], false);
+			Form_pg_attribute att;
+			Datum		v;
+
+			if (a == InvalidAttrNumber)
+				elog(ERROR, "column %s of usage_tracking.%s is missing", cols[c], relname);
+			att = TupleDescAttr(desc, a - 1);
+			v = slot_getattr(slot, a, &nulls[c]);
 
 			values[c] = nulls[c] ? (Datum) 0 : datumCopy(v, att->attbyval, att->attlen);
 		}

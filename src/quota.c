@@ -172,8 +172,8 @@ quota_json(const UtQuotaPlan *p)
  * rate_requests_5m, monthly_requests, warning_pct, critical_pct, block_pct,
  * recorded + pending.
  */
-void
-ut_quota_plan_from_tuple(HeapTuple tup, TupleDesc desc, int first, UtQuotaPlan *plan)
+static void
+quota_plan_from_tuple(HeapTuple tup, TupleDesc desc, int first, UtQuotaPlan *plan)
 {
 	bool		isnull;
 
@@ -273,7 +273,7 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown account")));
-		ut_quota_plan_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &plan);
+		quota_plan_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &plan);
 	}
 
 	if (new_requests > 0)

@@ -348,6 +348,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 					probe_end(probe);
 				probe = probe_begin(rri);
 			}
+			slot = NULL;
 			if (probe != NULL)
 				is_new[i] = !probe_key(probe, ours);
 			else
@@ -376,11 +377,17 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 			}
 		}
 		else
+		{
 			is_new[i] = true;
+			slot = NULL;
+		}
 
 		/* a slot of the partition's own row type that outlives this loop */
-		slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
-		ut_target_to_partition(t, rri, slot);
+		if (slot == NULL)
+		{
+			slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
+			ut_target_to_partition(t, rri, slot);
+		}
 
 		if (buf.rri != rri)
 		{

@@ -204,89 +204,90 @@ daily_deltas(SummaryRow *rows, int n, DailyDelta *out)
 	return nkeys;
 }
 
+#define DAILY_NCOLS 11
+
+/* One daily row's values, by column of daily_cols. */
+static void
+daily_row(const DailyDelta *d, Datum *v, bool *nulls)
+{
+	StaticAssertStmt(lengthof(daily_cols) == DAILY_NCOLS, "daily_row fills daily_cols");
+	memset(nulls, false, sizeof(bool) * DAILY_NCOLS);
+	v[0] = CStringGetTextDatum(d->key->install_id);
+	v[1] = DateADTGetDatum(d->key->day);
+	v[2] = CStringGetTextDatum(d->key->user_hash);
+	v[3] = CStringGetTextDatum(d->key->source);
+	v[4] = CStringGetTextDatum(d->key->model);
+	v[5] = Int64GetDatum(d->requests);
+	v[6] = Int64GetDatum(d->prompt);
+	v[7] = Int64GetDatum(d->completion);
+	v[8] = Int64GetDatum(d->cached);
+	v[9] = d->cost ? NumericGetDatum(d->cost) : (Datum) 0;
+	nulls[9] = (d->cost == NULL);
+	v[10] = Int64GetDatum(d->unpriced);
+}
+
 /* Add the daily deltas row by row (counters.c). */
 static void
 add_daily(UtCounters *c, DailyDelta *d, int nkeys)
 {
 	for (int k = 0; k < nkeys; k++)
 	{
-		Datum		v[11];
-		bool		nulls[11] = {false};
+		Datum		v[DAILY_NCOLS];
+		bool		nulls[DAILY_NCOLS];
 
-		v[0] = CStringGetTextDatum(d[k].key->install_id);
-		v[1] = DateADTGetDatum(d[k].key->day);
-		v[2] = CStringGetTextDatum(d[k].key->user_hash);
-		v[3] = CStringGetTextDatum(d[k].key->source);
-		v[4] = CStringGetTextDatum(d[k].key->model);
-		v[5] = Int64GetDatum(d[k].requests);
-		v[6] = Int64GetDatum(d[k].prompt);
-		v[7] = Int64GetDatum(d[k].completion);
-		v[8] = Int64GetDatum(d[k].cached);
-		v[9] = d[k].cost ? NumericGetDatum(d[k].cost) : (Datum) 0;
-		nulls[9] = (d[k].cost == NULL);
-		v[10] = Int64GetDatum(d[k].unpriced);
+		daily_row(&d[k], v, nulls);
 		ut_counters_add(c, v, nulls, NULL, NULL);
 	}
 }
 
-/* Upsert the daily deltas with one SQL statement. */
+/* Upsert the daily deltas with one SQL statement, a column an array. */
 static void
 upsert_daily(DailyDelta *d, int nkeys)
 {
-	Datum	   *install = palloc(sizeof(Datum) * nkeys);
-	Datum	   *days = palloc(sizeof(Datum) * nkeys);
-	Datum	   *users = palloc(sizeof(Datum) * nkeys);
-	Datum	   *sources = palloc(sizeof(Datum) * nkeys);
-	Datum	   *models = palloc(sizeof(Datum) * nkeys);
-	Datum	   *requests = palloc(sizeof(Datum) * nkeys);
-	Datum	   *prompt = palloc(sizeof(Datum) * nkeys);
-	Datum	   *completion = palloc(sizeof(Datum) * nkeys);
-	Datum	   *cached = palloc(sizeof(Datum) * nkeys);
-	Datum	   *cost = palloc(sizeof(Datum) * nkeys);
-	bool	   *cost_null = palloc(sizeof(bool) * nkeys);
-	Datum	   *unpriced = palloc(sizeof(Datum) * nkeys);
-	Datum		args[11];
-	int			dims[1];
+	static const Oid elem_types[DAILY_NCOLS] = {TEXTOID, DATEOID, TEXTOID, TEXTOID,
+		TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID};
+	Datum	   *cols[DAILY_NCOLS];
+	bool	   *col_nulls[DAILY_NCOLS];
+	Datum		args[DAILY_NCOLS];
+	int			dims[1] = {nkeys};
 	int			lbs[1] = {1};
 	int			ret;
 
+	for (int c = 0; c < DAILY_NCOLS; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * nkeys);
+		col_nulls[c] = palloc(sizeof(bool) * nkeys);
+	}
 	for (int k = 0; k < nkeys; k++)
 	{
-		install[k] = CStringGetTextDatum(d[k].key->install_id);
-		days[k] = DateADTGetDatum(d[k].key->day);
-		users[k] = CStringGetTextDatum(d[k].key->user_hash);
-		sources[k] = CStringGetTextDatum(d[k].key->source);
-		models[k] = CStringGetTextDatum(d[k].key->model);
-		requests[k] = Int64GetDatum(d[k].requests);
-		prompt[k] = Int64GetDatum(d[k].prompt);
-		completion[k] = Int64GetDatum(d[k].completion);
-		cached[k] = Int64GetDatum(d[k].cached);
-		cost[k] = d[k].cost ? NumericGetDatum(d[k].cost) : (Datum) 0;
-		cost_null[k] = (d[k].cost == NULL);
-		unpriced[k] = Int64GetDatum(d[k].unpriced);
-	}
+		Datum		v[DAILY_NCOLS];
+		bool		nulls[DAILY_NCOLS];
 
-	dims[0] = nkeys;
-	args[0] = PointerGetDatum(text_array(install, nkeys));
-	args[1] = PointerGetDatum(construct_array(days, nkeys, DATEOID, 4, true, TYPALIGN_INT));
-	args[2] = PointerGetDatum(text_array(users, nkeys));
-	args[3] = PointerGetDatum(text_array(sources, nkeys));
-	args[4] = PointerGetDatum(text_array(models, nkeys));
-	args[5] = PointerGetDatum(int8_array(requests, nkeys));
-	args[6] = PointerGetDatum(int8_array(prompt, nkeys));
-	args[7] = PointerGetDatum(int8_array(completion, nkeys));
-	args[8] = PointerGetDatum(int8_array(cached, nkeys));
-	args[9] = PointerGetDatum(construct_md_array(cost, cost_null, 1, dims, lbs,
-												 NUMERICOID, -1, false, TYPALIGN_INT));
-	args[10] = PointerGetDatum(int8_array(unpriced, nkeys));
+		daily_row(&d[k], v, nulls);
+		for (int c = 0; c < DAILY_NCOLS; c++)
+		{
+			cols[c][k] = v[c];
+			col_nulls[c][k] = nulls[c];
+		}
+	}
+	for (int c = 0; c < DAILY_NCOLS; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(elem_types[c], &typlen, &typbyval, &typalign);
+		args[c] = PointerGetDatum(construct_md_array(cols[c], col_nulls[c], 1, dims, lbs,
+													 elem_types[c], typlen, typbyval, typalign));
+	}
 
 	if (upsert_plan == NULL)
 	{
-		Oid			types[11] = {TEXTARRAYOID, DATEARRAYOID, TEXTARRAYOID,
-			TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
-			INT8ARRAYOID, INT8ARRAYOID, NUMERICARRAYOID, INT8ARRAYOID};
+		Oid			types[DAILY_NCOLS];
 
-		upsert_plan = ut_prepare_kept(upsert_sql, 11, types);
+		for (int c = 0; c < DAILY_NCOLS; c++)
+			types[c] = get_array_type(elem_types[c]);
+		upsert_plan = ut_prepare_kept(upsert_sql, DAILY_NCOLS, types);
 	}
 	ret = SPI_execute_plan(upsert_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)

@@ -10,8 +10,6 @@
 
 #include "postgres.h"
 
-#include "access/htup.h"
-#include "access/tupdesc.h"
 #include "utils/date.h"
 #include "utils/numeric.h"
 
@@ -111,8 +109,6 @@ typedef struct UtQuotaPlan
 	int64		used;			/* recorded + pending this month */
 } UtQuotaPlan;
 
-extern void ut_quota_plan_from_tuple(HeapTuple tup, TupleDesc desc, int first,
-									 UtQuotaPlan *plan);
 extern void ut_ingest_quota(const char *install_id, const char *account_id,
 							int64 new_requests, TimestampTz now,
 							const UtQuotaPlan *known, UtQuotaPlan *verdict);

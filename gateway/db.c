@@ -21,16 +21,19 @@
  * Statements are prepared once per connection, under a name, the first
  * time they run: a request then costs no parse and no plan on the server.
  * The texts are the gateway's own (a handful per route); the first
- * GW_PREPARED_MAX of them are kept, later ones run unnamed.
+ * GW_PREPARED_MAX of them are kept, later ones run unnamed, as do those
+ * with more than GW_PREPARED_PARAMS parameters (API calls with many named
+ * arguments: their texts vary with the arguments given).
  */
 #define GW_PREPARED_MAX 64
+#define GW_PREPARED_PARAMS 8
 
 typedef struct prepared_stmt
 {
 	int			id;				/* its name is gw_<id> */
 	char	   *sql;			/* malloc */
 	int			nparams;
-	Oid			types[4];		/* the first parameter types, 0 = unspecified */
+	Oid			types[GW_PREPARED_PARAMS];	/* the parameter types, 0 = unspecified */
 } prepared_stmt;
 
 struct gw_conn
@@ -68,7 +71,7 @@ forget_prepared(gw_conn *c)
 static void
 stmt_types(const db_stmt *st, Oid *types)
 {
-	for (int k = 0; k < 4; k++)
+	for (int k = 0; k < GW_PREPARED_PARAMS; k++)
 		types[k] = (st->types && k < st->nparams) ? st->types[k] : 0;
 }
 
@@ -95,9 +98,9 @@ forget_unprepared(gw_conn *c, const int *ks, int n)
 static int
 find_prepared(gw_conn *c, const db_stmt *st)
 {
-	Oid			types[4];
+	Oid			types[GW_PREPARED_PARAMS];
 
-	if (st->nparams > 4)
+	if (st->nparams > GW_PREPARED_PARAMS)
 		return -1;
 	stmt_types(st, types);
 	for (int i = 0; i < c->nprepared; i++)
@@ -295,7 +298,7 @@ db_pipeline(gw_conn *c, db_stmt *stmts, int n, int *failed)
 		char		name[32];
 
 		preparing[i] = -1;
-		if (k < 0 && c->nprepared < GW_PREPARED_MAX && stmts[i].nparams <= 4)
+		if (k < 0 && c->nprepared < GW_PREPARED_MAX && stmts[i].nparams <= GW_PREPARED_PARAMS)
 		{
 			prepared_stmt *p = &c->prepared[c->nprepared];
 

@@ -6,8 +6,8 @@
  *		SET n = n + EXCLUDED.n does, one key at a time, through the table
  *		access method and the executor's index routines.
  *
- * For each key: probe the unique indexes (waiting for a transaction that is
- * inserting the same key); if a row is there, lock it, add the deltas and
+ * For each key: probe the unique index (waiting for a transaction that is
+ * inserting the same key; one index scan kept open, see target.c); if a row is there, lock it, add the deltas and
  * update it; if not, insert speculatively and, should another transaction
  * have inserted the key meanwhile, start again.  This is the protocol of
  * ON CONFLICT DO UPDATE, so it interlocks with the SQL statements other
@@ -62,6 +62,7 @@ struct UtCounters
 	TupleTableSlot *probe;		/* the row to insert, then the updated row */
 	TupleTableSlot *existing;	/* the row found, locked */
 	TupleTableSlot *existing_root;	/* the same in the root's column order */
+	UtProbe    *keys;			/* rri's unique index, NULL: probed by the executor */
 };
 
 /* Only foreign-key triggers (internal, AFTER ROW) are fired here. */
@@ -343,6 +344,9 @@ use_relation(UtCounters *c, ResultRelInfo *rri)
 						RelationGetRelationName(rri->ri_RelationDesc), c->spec->relname),
 				 errhint("Create the trigger on %s itself.", c->spec->relname)));
 	c->rri = rri;
+	if (c->keys != NULL)
+		ut_probe_end(c->keys);
+	c->keys = ut_probe_begin(rri);
 	if (rri->ri_RelationDesc->rd_att->constr != NULL &&
 		rri->ri_RelationDesc->rd_att->constr->num_check > 0 &&
 		rri->ri_ConstraintExprs == NULL)
@@ -437,11 +441,20 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 		ItemPointerData conflict;
 		List	   *recheck;
 		bool		spec_conflict = false;
+		bool		stored;
 		uint32		token;
 
 		ut_target_to_partition(t, rri, c->probe);
 
-		if (!ExecCheckIndexConstraints(rri, c->probe, estate, &conflict, NIL))
+		if (c->keys != NULL)
+		{
+			stored = ut_probe_slot(c->keys, c->probe);
+			if (stored)
+				conflict = c->keys->found->tts_tid;
+		}
+		else
+			stored = !ExecCheckIndexConstraints(rri, c->probe, estate, &conflict, NIL);
+		if (stored)
 		{
 			TupleTableSlot *old = c->existing;
 			bool		update_indexes;
@@ -506,6 +519,8 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 void
 ut_counters_close(UtCounters *c)
 {
+	if (c->keys != NULL)
+		ut_probe_end(c->keys);
 	AfterTriggerEndQuery(c->t->estate);
 	ut_target_end(c->t);
 	PopActiveSnapshot();

@@ -86,20 +86,13 @@ triggers_allow(Relation rel)
 }
 
 /*
- * A probe for stored keys on one partition: its one unique index scanned
- * with a dirty snapshot, the scan kept open from event to event.  What
- * ExecCheckIndexConstraints() does per event (a scan begun and ended, the
- * whole row formed first), for the price of a descent of the index.
+ * A probe for stored keys on one partition (target.c), with the column of
+ * ours each index key is.
  */
 typedef struct KeyProbe
 {
+	UtProbe    *p;
 	ResultRelInfo *rri;
-	Relation	index;
-	IndexScanDesc scan;
-	SnapshotData dirty;
-	TupleTableSlot *found;
-	int			nkeys;
-	ScanKeyData keys[INDEX_MAX_KEYS];
 	int			cols[INDEX_MAX_KEYS];	/* our column of each index key */
 	AttrNumber	digest_attno;	/* batch_digest in the partition */
 } KeyProbe;
@@ -112,88 +105,44 @@ typedef struct KeyProbe
 static KeyProbe *
 probe_begin(ResultRelInfo *rri)
 {
-	Relation	part = rri->ri_RelationDesc;
 	AttrNumber	pattnos[NUM_COLS];
-	KeyProbe   *p;
-	int			which = -1;
-	IndexInfo  *ii;
+	KeyProbe   *kp;
+	UtProbe    *p;
 
-	for (int i = 0; i < rri->ri_NumIndices; i++)
-	{
-		if (!rri->ri_IndexRelationInfo[i]->ii_Unique &&
-			rri->ri_IndexRelationInfo[i]->ii_ExclusionOps == NULL)
-			continue;
-		if (which >= 0)
-			return NULL;
-		which = i;
-	}
-	if (which < 0)
+	if (!ut_map_columns(rri->ri_RelationDesc, col_names, NUM_COLS, pattnos))
 		return NULL;
-	ii = rri->ri_IndexRelationInfo[which];
-	if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
-		ii->ii_ExclusionOps != NULL || ii->ii_UniqueProcs == NULL ||
-		!ut_map_columns(part, col_names, NUM_COLS, pattnos))
+	p = ut_probe_begin(rri);
+	if (p == NULL)
 		return NULL;
-
-	p = palloc0(sizeof(KeyProbe));
-	p->rri = rri;
-	p->digest_attno = pattnos[COL_BATCH_DIGEST];
-	p->index = rri->ri_IndexRelationDescs[which];
-	p->nkeys = ii->ii_NumIndexKeyAttrs;
+	kp = palloc0(sizeof(KeyProbe));
+	kp->p = p;
+	kp->rri = rri;
+	kp->digest_attno = pattnos[COL_BATCH_DIGEST];
 	for (int k = 0; k < p->nkeys; k++)
 	{
-		p->cols[k] = -1;
+		kp->cols[k] = -1;
 		for (int c = 0; c < NUM_COLS; c++)
-			if (pattnos[c] == ii->ii_IndexAttrNumbers[k])
-				p->cols[k] = c;
-		if (p->cols[k] < 0)
+			if (pattnos[c] == p->heap_attnos[k])
+				kp->cols[k] = c;
+		if (kp->cols[k] < 0)
 		{
-			pfree(p);
+			ut_probe_end(p);
+			pfree(kp);
 			return NULL;
 		}
-		ScanKeyEntryInitialize(&p->keys[k], 0, k + 1, ii->ii_UniqueStrats[k],
-							   InvalidOid, p->index->rd_indcollation[k],
-							   ii->ii_UniqueProcs[k], (Datum) 0);
 	}
-	InitDirtySnapshot(p->dirty);
-	p->scan = index_beginscan(part, p->index, &p->dirty, p->nkeys, 0);
-	p->found = table_slot_create(part, NULL);
-	return p;
+	return kp;
 }
 
-/*
- * Whether a row with the key of values (ours, by column) is stored.  A row
- * that another transaction is inserting or deleting is waited for, and the
- * probe made again.
- */
+/* Whether a row with the key of values (ours, by column) is stored. */
 static bool
-probe_key(KeyProbe *p, const Datum *values)
+probe_key(KeyProbe *kp, const Datum *values)
 {
-	for (int k = 0; k < p->nkeys; k++)
-		p->keys[k].sk_argument = values[p->cols[k]];
-	for (;;)
-	{
-		bool		waited = false;
+	Datum		keys[INDEX_MAX_KEYS];
 
-		index_rescan(p->scan, p->keys, p->nkeys, NULL, 0);
-		while (index_getnext_slot(p->scan, ForwardScanDirection, p->found))
-		{
-			TransactionId xwait = TransactionIdIsValid(p->dirty.xmin)
-				? p->dirty.xmin : p->dirty.xmax;
-
-			if (!TransactionIdIsValid(xwait))
-				return true;
-			if (p->dirty.speculativeToken)
-				SpeculativeInsertionWait(p->dirty.xmin, p->dirty.speculativeToken);
-			else
-				XactLockTableWait(xwait, p->rri->ri_RelationDesc,
-								  &p->found->tts_tid, XLTW_InsertIndex);
-			waited = true;
-			break;
-		}
-		if (!waited)
-			return false;
-	}
+	for (int k = 0; k < kp->p->nkeys; k++)
+		keys[k] = values[kp->cols[k]];
+	return ut_probe(kp->p, keys);
 }
 
 /*
@@ -204,7 +153,7 @@ static bool
 probe_found_digest(KeyProbe *p, const bytea *digest)
 {
 	bool		isnull;
-	Datum		d = slot_getattr(p->found, p->digest_attno, &isnull);
+	Datum		d = slot_getattr(p->p->found, p->digest_attno, &isnull);
 	bytea	   *stored;
 
 	if (isnull)
@@ -217,8 +166,8 @@ probe_found_digest(KeyProbe *p, const bytea *digest)
 static void
 probe_end(KeyProbe *p)
 {
-	index_endscan(p->scan);
-	ExecDropSingleTupleTableSlot(p->found);
+	ut_probe_end(p->p);
+	pfree(p);
 }
 
 typedef struct PartBuffer

@@ -18,8 +18,10 @@
 #include "executor/executor.h"
 #include "executor/execPartition.h"
 #include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "target.h"
 
@@ -179,4 +181,112 @@ ut_target_end(UtTarget *t)
 	FreeExecutorState(t->estate);
 	table_close(t->rel, NoLock);
 	pfree(t);
+}
+
+/*
+ * Set up a probe for rri, or return NULL when its unique indexes are not
+ * exactly one plain index on columns, NULLs distinct (the caller then uses
+ * ExecCheckIndexConstraints()).  ut_target_route() has prepared rri.
+ */
+UtProbe *
+ut_probe_begin(ResultRelInfo *rri)
+{
+	UtProbe    *p;
+	IndexInfo  *ii = NULL;
+	int			which = -1;
+
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *cand = rri->ri_IndexRelationInfo[i];
+
+		if (!cand->ii_Unique && cand->ii_ExclusionOps == NULL)
+			continue;
+		if (which >= 0)
+			return NULL;
+		which = i;
+		ii = cand;
+	}
+	if (ii == NULL || ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
+		ii->ii_ExclusionOps != NULL || ii->ii_UniqueProcs == NULL ||
+		ii->ii_NullsNotDistinct || !ii->ii_ReadyForInserts)
+		return NULL;
+
+	p = palloc0(sizeof(UtProbe));
+	p->rri = rri;
+	p->index = rri->ri_IndexRelationDescs[which];
+	p->nkeys = ii->ii_NumIndexKeyAttrs;
+	for (int k = 0; k < p->nkeys; k++)
+	{
+		p->heap_attnos[k] = ii->ii_IndexAttrNumbers[k];
+		ScanKeyEntryInitialize(&p->keys[k], 0, k + 1, ii->ii_UniqueStrats[k],
+							   InvalidOid, p->index->rd_indcollation[k],
+							   ii->ii_UniqueProcs[k], (Datum) 0);
+	}
+	InitDirtySnapshot(p->dirty);
+	p->scan = index_beginscan(rri->ri_RelationDesc, p->index, &p->dirty, p->nkeys, 0);
+	p->found = table_slot_create(rri->ri_RelationDesc, NULL);
+	return p;
+}
+
+/*
+ * Whether a row with these key values (in index column order) is stored;
+ * if so it is in p->found.  A row that another transaction is inserting or
+ * deleting is waited for, and the probe made again.
+ */
+bool
+ut_probe(UtProbe *p, const Datum *keys)
+{
+	for (int k = 0; k < p->nkeys; k++)
+		p->keys[k].sk_argument = keys[k];
+	for (;;)
+	{
+		bool		waited = false;
+
+		index_rescan(p->scan, p->keys, p->nkeys, NULL, 0);
+		while (index_getnext_slot(p->scan, ForwardScanDirection, p->found))
+		{
+			TransactionId xwait = TransactionIdIsValid(p->dirty.xmin)
+				? p->dirty.xmin : p->dirty.xmax;
+
+			if (!TransactionIdIsValid(xwait))
+				return true;
+			if (p->dirty.speculativeToken)
+				SpeculativeInsertionWait(p->dirty.xmin, p->dirty.speculativeToken);
+			else
+				XactLockTableWait(xwait, p->rri->ri_RelationDesc,
+								  &p->found->tts_tid, XLTW_InsertIndex);
+			waited = true;
+			break;
+		}
+		if (!waited)
+			return false;
+	}
+}
+
+/*
+ * ut_probe() with the key of the row in slot (of rri's row type).  A key
+ * with a NULL conflicts with nothing.
+ */
+bool
+ut_probe_slot(UtProbe *p, TupleTableSlot *slot)
+{
+	Datum		keys[INDEX_MAX_KEYS];
+
+	for (int k = 0; k < p->nkeys; k++)
+	{
+		bool		isnull;
+
+		keys[k] = slot_getattr(slot, p->heap_attnos[k], &isnull);
+		if (isnull)
+			return false;
+	}
+	return ut_probe(p, keys);
+}
+
+void
+ut_probe_end(UtProbe *p)
+{
+	index_endscan(p->scan);
+	ExecDropSingleTupleTableSlot(p->found);
+	pfree(p);
 }

@@ -10,9 +10,12 @@
 
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/skey.h"
 #include "executor/execPartition.h"
 #include "nodes/execnodes.h"
 #include "utils/relcache.h"
+#include "utils/snapshot.h"
 
 typedef struct UtTarget
 {
@@ -26,6 +29,24 @@ typedef struct UtTarget
 	List	   *prepared;		/* result relations ready for probes */
 } UtTarget;
 
+/*
+ * A probe for stored keys in one result relation: its one unique index
+ * scanned with a dirty snapshot, the scan kept open from key to key.  What
+ * ExecCheckIndexConstraints() does per row (a scan and a slot set up and
+ * torn down, the index datums formed), for the price of a descent.
+ */
+typedef struct UtProbe
+{
+	ResultRelInfo *rri;
+	Relation	index;
+	IndexScanDesc scan;
+	SnapshotData dirty;
+	TupleTableSlot *found;		/* the row found, as read */
+	int			nkeys;
+	ScanKeyData keys[INDEX_MAX_KEYS];
+	AttrNumber	heap_attnos[INDEX_MAX_KEYS];	/* the column of each key */
+} UtProbe;
+
 extern Relation ut_table_open(const char *relname);
 extern bool ut_map_columns(Relation rel, const char *const *names, int n,
 						   AttrNumber *attnos);
@@ -34,5 +55,10 @@ extern ResultRelInfo *ut_target_route(UtTarget *t);
 extern void ut_target_to_partition(UtTarget *t, ResultRelInfo *rri,
 								   TupleTableSlot *slot);
 extern void ut_target_end(UtTarget *t);
+
+extern UtProbe *ut_probe_begin(ResultRelInfo *rri);
+extern bool ut_probe(UtProbe *p, const Datum *keys);
+extern bool ut_probe_slot(UtProbe *p, TupleTableSlot *slot);
+extern void ut_probe_end(UtProbe *p);
 
 #endif							/* UT_TARGET_H */

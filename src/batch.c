@@ -57,6 +57,8 @@ typedef struct ParseState
 	bool		in_events;		/* inside the events array */
 	bool		in_event;		/* inside an event object */
 	const char *context_start;
+	const char *value_start;	/* where the value of the field or element
+								 * being read starts */
 	bool		in_context;		/* inside an event's context object */
 #ifndef FRONTEND
 	JsonbParseState *jb;		/* the context being built as jsonb */
@@ -223,76 +225,114 @@ context_push_scalar(ParseState *st, char *token, JsonTokenType type)
  *
  * The lexer runs without de-escaping (which costs it a call per character
  * of every string), and a callback finds the string token it needs in the
- * input: the lexer has just passed it, so it ends right before end (past
- * its closing quote), and it starts at the nearest earlier quote that no
- * odd run of backslashes escapes.  A string without a backslash is its own
- * text; one with escapes is decoded by the lexer itself, run on that one
- * token with de-escaping on.
+ * input.  A value's token starts where the lexer stood when its field (or
+ * array element) began, which on_field_start() and on_element_start()
+ * note, and ends where the lexer has just passed.  A field name ends right
+ * before its ':' and starts at the nearest earlier quote that no odd run
+ * of backslashes escapes.  A string without a backslash is its own text;
+ * one with escapes is decoded by the lexer itself, run on that one token
+ * with de-escaping on.
  */
-static char *
-string_before(ParseState *st, const char *end)
+
+/* The opening quote of the string token that ends right before end. */
+static const char *
+string_open(ParseState *st, const char *end)
 {
 	const char *input = st->lex->input;
 	const char *close = end - 1;
-	const char *open;
-	int			len;
 
-	if (close <= input || *close != '"')
+	if (close > input && *close == '"')
 	{
-		st->malformed = "a string token could not be located";
-		return pstrdup("");
-	}
-	for (open = close - 1; open >= input; open--)
-	{
-		if (*open == '"')
+		for (const char *open = close - 1; open >= input; open--)
 		{
-			const char *b = open;
+			if (*open == '"')
+			{
+				const char *b = open;
 
-			while (b > input && b[-1] == '\\')
-				b--;
-			if (((open - b) & 1) == 0)
-				break;
+				while (b > input && b[-1] == '\\')
+					b--;
+				if (((open - b) & 1) == 0)
+					return open;
+			}
 		}
 	}
-	if (open < input)
-	{
-		st->malformed = "a string token could not be located";
-		return pstrdup("");
-	}
-	len = (int) (close - open - 1);
-	if (memchr(open + 1, '\\', len) == NULL)
-		return pnstrdup(open + 1, len);
-	{
-		JsonLexContext *lex = makeJsonLexContextCstringLen((char *) open, len + 2,
-															PG_UTF8, true);
-		JsonParseErrorType rc = json_lex(lex);
-
-		if (rc != JSON_SUCCESS || lex->token_type != JSON_TOKEN_STRING)
-		{
-			if (st->malformed == NULL)
-				st->malformed = rc != JSON_SUCCESS ? json_errdetail(rc, lex)
-					: "a string token could not be decoded";
-			return pstrdup("");
-		}
-		return lex->strval->data;
-	}
+	st->malformed = "a string token could not be located";
+	return NULL;
 }
 
-/* The name of the field whose ':' the lexer has just passed. */
+/* The text of the string token from open (its quote) to end (past its closing quote). */
 static char *
-field_name(ParseState *st)
+string_token(ParseState *st, const char *open, const char *end)
+{
+	int			len = (int) (end - open - 2);
+	JsonLexContext *lex;
+	JsonParseErrorType rc;
+
+	if (memchr(open + 1, '\\', len) == NULL)
+		return pnstrdup(open + 1, len);
+	lex = makeJsonLexContextCstringLen((char *) open, len + 2, PG_UTF8, true);
+	rc = json_lex(lex);
+	if (rc != JSON_SUCCESS || lex->token_type != JSON_TOKEN_STRING)
+	{
+		if (st->malformed == NULL)
+			st->malformed = rc != JSON_SUCCESS ? json_errdetail(rc, lex)
+				: "a string token could not be decoded";
+		return pstrdup("");
+	}
+	return lex->strval->data;
+}
+
+/* The string value the lexer has just passed. */
+static char *
+string_value(ParseState *st)
+{
+	const char *end = st->lex->prev_token_terminator;
+	const char *open = st->value_start;
+
+	st->value_start = NULL;
+	if (open == NULL || open < st->lex->input || end - open < 2 || *open != '"')
+		open = string_open(st, end);
+	return open ? string_token(st, open, end) : pstrdup("");
+}
+
+/*
+ * The name of the field whose ':' the lexer has just passed, as *len bytes
+ * (not terminated: a name without escapes is read in place).
+ */
+static const char *
+field_name(ParseState *st, int *len)
 {
 	const char *input = st->lex->input;
 	const char *p = st->lex->prev_token_terminator - 1;
+	const char *open;
+	char	   *decoded;
 
+	*len = 0;
 	if (p < input || *p != ':')
 	{
 		st->malformed = "a field name could not be located";
-		return pstrdup("");
+		return "";
 	}
 	for (p--; p >= input && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'); p--)
 		;
-	return string_before(st, p + 1);
+	open = string_open(st, p + 1);
+	if (open == NULL)
+		return "";
+	if (memchr(open + 1, '\\', p - open - 1) == NULL)
+	{
+		*len = (int) (p - open - 1);
+		return open + 1;
+	}
+	decoded = string_token(st, open, p + 1);
+	*len = strlen(decoded);
+	return decoded;
+}
+
+/* Whether the name of len bytes is lit. */
+static inline bool
+name_is(const char *name, int len, const char *lit)
+{
+	return strncmp(name, lit, len) == 0 && lit[len] == '\0';
 }
 
 static void
@@ -421,17 +461,20 @@ static void
 on_field_start(void *state, char *fname, bool isnull)
 {
 	ParseState *st = state;
+	const char *name;
+	int			len;
 
+	st->value_start = st->lex->token_start;
 	if (st->in_context)
 	{
 #ifndef FRONTEND
 		JsonbValue	k;
 
-		fname = field_name(st);
+		name = field_name(st, &len);
 
 		k.type = jbvString;
-		k.val.string.val = fname;
-		k.val.string.len = strlen(fname);
+		k.val.string.val = (char *) name;
+		k.val.string.len = len;
 		pushJsonbValue(&st->jb, WJB_KEY, &k);
 #endif
 		return;
@@ -439,13 +482,13 @@ on_field_start(void *state, char *fname, bool isnull)
 
 	if (st->depth == 1)
 	{
-		fname = field_name(st);
+		name = field_name(st, &len);
 		st->top_field = F_NONE;
-		if (strcmp(fname, "install_id") == 0)
+		if (name_is(name, len, "install_id"))
 			st->top_field = F_INSTALL_ID;
-		else if (strcmp(fname, "account_id") == 0)
+		else if (name_is(name, len, "account_id"))
 			st->top_field = F_ACCOUNT_ID;
-		else if (strcmp(fname, "events") == 0)
+		else if (name_is(name, len, "events"))
 		{
 			if (st->seen_events)
 				st->invalid = "events appears more than once";
@@ -455,13 +498,13 @@ on_field_start(void *state, char *fname, bool isnull)
 	}
 	else if (st->depth == 3 && st->in_event)
 	{
-		fname = field_name(st);
+		name = field_name(st, &len);
 		st->ev_field = F_NONE;
 		for (int i = 0; i < lengthof(event_fields); i++)
 		{
 			/* the first letter rules out all but one or two names */
-			if (fname[0] == event_fields[i].name[0] &&
-				strcmp(fname, event_fields[i].name) == 0)
+			if (len > 0 && name[0] == event_fields[i].name[0] &&
+				name_is(name, len, event_fields[i].name))
 			{
 				st->ev_field = event_fields[i].field;
 				break;
@@ -477,6 +520,7 @@ on_element_start(void *state, bool isnull)
 	Batch	   *b = st->batch;
 	BatchEvent *ev;
 
+	st->value_start = st->lex->token_start;
 	if (!(st->depth == 2 && st->in_events))
 		return;
 
@@ -600,7 +644,7 @@ on_scalar(void *state, char *token, JsonTokenType type)
 		(st->in_context ||
 		 (st->depth == 1 && (st->top_field == F_INSTALL_ID || st->top_field == F_ACCOUNT_ID)) ||
 		 (st->depth == 3 && st->in_event && st->ev_field != F_NONE)))
-		token = string_before(st, st->lex->prev_token_terminator);
+		token = string_value(st);
 
 	if (st->in_context)
 	{

@@ -48,6 +48,11 @@ export PGOPTIONS="-c client_min_messages=warning"
 PSQL=(psql -qX -v ON_ERROR_STOP=1)
 q() { "${PSQL[@]}" -At -d "${DB:-bench}" -c "$1"; }
 
+# Checkpoints come from the CHECKPOINT before each measurement (and the
+# timeout), not from WAL volume in the middle of one: as on a server whose
+# max_wal_size is sized for its write rate.
+"${PSQL[@]}" -d postgres -c "ALTER SYSTEM SET max_wal_size = '4GB'" -c "SELECT pg_reload_conf()" >/dev/null
+
 # Batches are signed at T0 and ingested with now => T0, so signatures and
 # event times stay valid however long the run takes.  Noon UTC yesterday:
 # one site's five minutes never straddle midnight.
@@ -170,14 +175,23 @@ measure() {
 # compare KIND SECONDS IMPL... — TPS[IMPL_KIND]: the implementations take
 # turns, ROUNDS rounds of SECONDS/ROUNDS each, so that a change in the
 # machine's load hits them alike; the result is the mean over the rounds.
+# Each round starts one implementation further on (a resend stays last:
+# it replays what the project stored), so that none always runs right
+# after the same other one.
 declare -A TPS
 compare() {
-  local kind=$1 secs=$2 impl round slice
+  local kind=$1 secs=$2 impl round slice i n
   shift 2
+  local impls=("$@") order
   slice=$(( secs / ROUNDS > 0 ? secs / ROUNDS : 1 ))
+  n=${#impls[@]}
+  [ "${impls[n - 1]}" = resend ] && n=$((n - 1))
   declare -A sum=()
   for ((round = 1; round <= ROUNDS; round++)); do
-    for impl in "$@"; do
+    order=()
+    for ((i = 0; i < n; i++)); do order+=("${impls[(i + round - 1) % n]}"); done
+    order+=("${impls[@]:n}")
+    for impl in "${order[@]}"; do
       measure "$impl" "$kind" "$slice"
       sum[$impl]=$(awk -v a="${sum[$impl]:-0}" -v b="$MEASURED" 'BEGIN { print a + b }')
     done

@@ -46,12 +46,12 @@ typedef struct Installation
 	char	   *secret;
 	char	   *previous_secret;	/* NULL once its grace has ended */
 	bool		seen_recently;	/* last_seen_at within the minute before now */
-	UtQuotaPlan plan;			/* the account's plan and month so far */
+	UtQuotaPlan plan;			/* the account's plan (month so far: see month_used) */
 } Installation;
 
 /*
  * Look up an installation with its secrets, whether it was seen in the last
- * minute, and its account's plan and month so far.  Nothing is locked: concurrent
+ * minute, and its account's plan.  Nothing is locked: concurrent
  * batches of one installation are kept apart by the unique index on events
  * (an insert waits for another transaction inserting the same key) and take
  * summary and counter rows in key order.
@@ -65,7 +65,6 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 	"warning_pct", "critical_pct", "block_pct"};
 	static const char *const secret_cols[] = {"secret", "previous_secret",
 	"previous_expires_at"};
-	static const char *const quota_cols[] = {"recorded", "pending"};
 	Datum		v[5];
 	bool		n[5];
 	Datum		key[2];
@@ -100,13 +99,27 @@ fetch_installation(const char *install_id, TimestampTz now, Installation *inst)
 	inst->plan.warning_pct = DatumGetInt32(v[2]);
 	inst->plan.critical_pct = DatumGetInt32(v[3]);
 	inst->plan.block_pct = DatumGetInt32(v[4]);
-
-	key[0] = account;
-	key[1] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
 	inst->plan.used = 0;
-	if (ut_fetch_by_key("quota_usage", 2, key, 2, quota_cols, v, n))
-		inst->plan.used = DatumGetInt64(v[0]) + DatumGetInt64(v[1]);
 	return true;
+}
+
+/*
+ * The account's requests so far this month (recorded and pending), read
+ * when the counters did not just write them.
+ */
+static int64
+month_used(const char *account_id, TimestampTz now)
+{
+	static const char *const quota_cols[] = {"recorded", "pending"};
+	Datum		key[2];
+	Datum		v[2];
+	bool		n[2];
+
+	key[0] = CStringGetTextDatum(account_id);
+	key[1] = DateADTGetDatum(ut_month_start(ut_utc_day(now)));
+	if (ut_fetch_by_key("quota_usage", 2, key, 2, quota_cols, v, n))
+		return DatumGetInt64(v[0]) + DatumGetInt64(v[1]);
+	return 0;
 }
 
 static ArrayType *
@@ -559,11 +572,12 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	}
 
 	/*
-	 * The month's usage as this post leaves it: as read, unless the counters
-	 * changed it; read again when they were kept by a statement.
+	 * The month's usage as this post leaves it: as the counters wrote it,
+	 * else read; ut_ingest_quota() reads it itself when they were kept by a
+	 * statement.
 	 */
-	if (watch.updated)
-		inst.plan.used = watch.used;
+	if (inserted == 0 || watch.counted)
+		inst.plan.used = watch.updated ? watch.used : month_used(inst.account_id, now);
 	ut_ingest_quota(batch.install_id, inst.account_id, inserted, now,
 					inserted == 0 || watch.counted ? &inst.plan : NULL, &verdict);
 	SPI_finish();

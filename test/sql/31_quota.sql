@@ -65,6 +65,13 @@ SELECT usage_tracking.quota_status(:i5, :now) #> '{used}' AS used,
        usage_tracking.quota_status(:i5, :now) #> '{percent}' AS percent;
 SELECT gov.post(:i5, 'u', 1, 3, :now)->'quota' AS quota;
 
+-- Last month's events posted in the first minute of a month count for
+-- November; the verdict is December's usage (7 admitted, none recorded).
+SELECT gov.auth(:i5, '2025-12-01 00:00:10+00', 7) AS december_admitted;
+SELECT gov.post(:i5, 'm', 1, 2, '2025-12-01 00:00:30+00', '2025-11-30 23:59:40+00')->'quota' AS quota;
+SELECT month, recorded, pending FROM usage_tracking.quota_usage
+ WHERE account_id = 'gov_credits' ORDER BY month;
+
 -- Suspended, unknown, bad arguments.
 SELECT usage_tracking.set_installation_status(:i5, 'suspended');
 SELECT gov.auth(:i5, :now) AS suspended;

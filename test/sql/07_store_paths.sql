@@ -118,6 +118,17 @@ DELETE FROM usage_tracking.hourly_usage WHERE hour = '2025-09-15 09:00:00+00';
 ALTER TABLE usage_tracking.daily DETACH PARTITION t.daily_odd;
 DROP TABLE t.daily_odd;
 
+-- A counter table with a second unique index: the executor probes every
+-- unique index (no open-scan probe), and the row still adds up.
+CREATE UNIQUE INDEX t_hourly_alt ON usage_tracking.hourly_usage (hour, install_id);
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_30', '2025-11-03 10:00:00+00', source => 'inline'))), :secret, :now)->'received' AS received;
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_31', '2025-11-03 10:01:00+00', source => 'inline'),
+         t.event('sp_32', '2025-11-03 10:02:00+00', source => 'inline'))), :secret, :now)->'received' AS received;
+SELECT requests FROM usage_tracking.hourly_usage WHERE install_id = :inst AND hour = '2025-11-03 10:00:00+00';
+DROP INDEX usage_tracking.t_hourly_alt;
+
 -- CHECK constraints of the counter tables hold on the direct path too, and
 -- one added later applies at once (the compiled constraints are rebuilt).
 SELECT recorded AS rec FROM usage_tracking.quota_usage WHERE account_id = 'acc_core' AND month = '2025-11-01' \gset

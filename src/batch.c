@@ -67,24 +67,26 @@ typedef struct ParseState
 	const char *malformed;		/* a string we needed would not decode */
 } ParseState;
 
+#define EVENT_FIELD(name, field, type_error) {name, sizeof(name) - 1, field, type_error}
 static const struct
 {
 	const char *name;
+	int			len;
 	Field		field;
 	const char *type_error;
 }			event_fields[] =
 {
-	{"event_id", F_EVENT_ID, "event_id must be a string"},
-	{"wp_user_id_hash", F_USER_HASH, "wp_user_id_hash must be a string"},
-	{"source", F_SOURCE, "source must be a string"},
-	{"model", F_MODEL, "model must be a string"},
-	{"prompt_tokens", F_PROMPT, "prompt_tokens must be an integer from 0 to 2147483647"},
-	{"completion_tokens", F_COMPLETION, "completion_tokens must be an integer from 0 to 2147483647"},
-	{"total_tokens", F_TOTAL, "total_tokens must be an integer"},
-	{"cached_prompt_tokens", F_CACHED, "cached_prompt_tokens must be an integer from 0 to prompt_tokens"},
-	{"request_id", F_REQUEST_ID, "request_id must be a string of at most 50 characters"},
-	{"context", F_CONTEXT, "context must be a JSON object"},
-	{"created_at", F_CREATED_AT, "created_at must be an RFC 3339 timestamp string"},
+	EVENT_FIELD("event_id", F_EVENT_ID, "event_id must be a string"),
+	EVENT_FIELD("wp_user_id_hash", F_USER_HASH, "wp_user_id_hash must be a string"),
+	EVENT_FIELD("source", F_SOURCE, "source must be a string"),
+	EVENT_FIELD("model", F_MODEL, "model must be a string"),
+	EVENT_FIELD("prompt_tokens", F_PROMPT, "prompt_tokens must be an integer from 0 to 2147483647"),
+	EVENT_FIELD("completion_tokens", F_COMPLETION, "completion_tokens must be an integer from 0 to 2147483647"),
+	EVENT_FIELD("total_tokens", F_TOTAL, "total_tokens must be an integer"),
+	EVENT_FIELD("cached_prompt_tokens", F_CACHED, "cached_prompt_tokens must be an integer from 0 to prompt_tokens"),
+	EVENT_FIELD("request_id", F_REQUEST_ID, "request_id must be a string of at most 50 characters"),
+	EVENT_FIELD("context", F_CONTEXT, "context must be a JSON object"),
+	EVENT_FIELD("created_at", F_CREATED_AT, "created_at must be an RFC 3339 timestamp string"),
 };
 
 static BatchEvent *
@@ -234,6 +236,20 @@ context_push_scalar(ParseState *st, char *token, JsonTokenType type)
  * with de-escaping on.
  */
 
+/*
+ * Whether the quote at q is not escaped (no odd run of backslashes before
+ * it).  In a valid token such a quote is where a string begins or ends.
+ */
+static inline bool
+quote_unescaped(const char *input, const char *q)
+{
+	const char *b = q;
+
+	while (b > input && b[-1] == '\\')
+		b--;
+	return ((q - b) & 1) == 0;
+}
+
 /* The opening quote of the string token that ends right before end. */
 static const char *
 string_open(ParseState *st, const char *end)
@@ -244,17 +260,8 @@ string_open(ParseState *st, const char *end)
 	if (close > input && *close == '"')
 	{
 		for (const char *open = close - 1; open >= input; open--)
-		{
-			if (*open == '"')
-			{
-				const char *b = open;
-
-				while (b > input && b[-1] == '\\')
-					b--;
-				if (((open - b) & 1) == 0)
-					return open;
-			}
-		}
+			if (*open == '"' && quote_unescaped(input, open))
+				return open;
 	}
 	st->malformed = "a string token could not be located";
 	return NULL;
@@ -296,25 +303,39 @@ string_value(ParseState *st)
 }
 
 /*
+ * The closing quote of the name of the field whose ':' the lexer has just
+ * passed, or NULL.
+ */
+static const char *
+name_close(ParseState *st)
+{
+	const char *input = st->lex->input;
+	const char *p = st->lex->prev_token_terminator - 1;
+
+	if (p < input || *p != ':')
+		return NULL;
+	for (p--; p >= input && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'); p--)
+		;
+	return p > input && *p == '"' ? p : NULL;
+}
+
+/*
  * The name of the field whose ':' the lexer has just passed, as *len bytes
  * (not terminated: a name without escapes is read in place).
  */
 static const char *
 field_name(ParseState *st, int *len)
 {
-	const char *input = st->lex->input;
-	const char *p = st->lex->prev_token_terminator - 1;
+	const char *p = name_close(st);
 	const char *open;
 	char	   *decoded;
 
 	*len = 0;
-	if (p < input || *p != ':')
+	if (p == NULL)
 	{
 		st->malformed = "a field name could not be located";
 		return "";
 	}
-	for (p--; p >= input && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'); p--)
-		;
 	open = string_open(st, p + 1);
 	if (open == NULL)
 		return "";
@@ -457,6 +478,40 @@ on_array_end(void *state)
 		st->in_events = false;
 }
 
+/*
+ * The field of an event whose ':' the lexer has just passed.  A name we
+ * know, written without escapes, is recognised where it ends: its text right
+ * before the closing quote, with an unescaped quote before that.  Any other
+ * name is located and decoded first.
+ */
+static Field
+event_field(ParseState *st)
+{
+	const char *input = st->lex->input;
+	const char *close = name_close(st);
+	const char *name;
+	int			len;
+
+	if (close != NULL)
+	{
+		for (int i = 0; i < lengthof(event_fields); i++)
+		{
+			int			n = event_fields[i].len;
+			const char *open = close - n - 1;
+
+			if (open >= input && close[-1] == event_fields[i].name[n - 1] &&
+				*open == '"' && memcmp(open + 1, event_fields[i].name, n) == 0 &&
+				quote_unescaped(input, open))
+				return event_fields[i].field;
+		}
+	}
+	name = field_name(st, &len);
+	for (int i = 0; i < lengthof(event_fields); i++)
+		if (name_is(name, len, event_fields[i].name))
+			return event_fields[i].field;
+	return F_NONE;
+}
+
 static void
 on_field_start(void *state, char *fname, bool isnull)
 {
@@ -498,18 +553,7 @@ on_field_start(void *state, char *fname, bool isnull)
 	}
 	else if (st->depth == 3 && st->in_event)
 	{
-		name = field_name(st, &len);
-		st->ev_field = F_NONE;
-		for (int i = 0; i < lengthof(event_fields); i++)
-		{
-			/* the first letter rules out all but one or two names */
-			if (len > 0 && name[0] == event_fields[i].name[0] &&
-				name_is(name, len, event_fields[i].name))
-			{
-				st->ev_field = event_fields[i].field;
-				break;
-			}
-		}
+		st->ev_field = event_field(st);
 	}
 }
 

@@ -61,6 +61,16 @@ SELECT t.post(replace(replace(:'esc', 'USER', t.user_hash(1)), 'CTX', :'ctxe'), 
 SELECT event_id, source, request_id, context, context = (:'ctxe')::jsonb AS context_as_jsonb_in
   FROM usage_tracking.events WHERE event_id = 'evt_esc';
 
+-- A field whose name ends in a known one after an escaped quote ("a\"model")
+-- is another field, ignored: the event keeps its model.
+SELECT t.post('{"install_id": "550e8400-e29b-41d4-a716-446655440000_a3b4c5d6e7f8",'
+              ' "events": [{"event_id": "evt_q1", "wp_user_id_hash": "' || t.user_hash(1) || '",'
+              ' "source": "queue", "model": "gpt-4o-mini", "a\"model": "not a model!",'
+              ' "\"source": "nope", "prompt_tokens": 10, "completion_tokens": 5,'
+              ' "created_at": "2025-11-03T11:30:30Z"}]}',
+              :secret, :now) - 'quota' AS quoted_names;
+SELECT source, model FROM usage_tracking.events WHERE event_id = 'evt_q1';
+
 -- Numbers in context are stored as jsonb_in would store them (integers,
 -- negative and zero ones, the int64 limits, fractions, exponents).
 \set ctx '{"i": [0, -0, 7, -7, 1024, 999999999999999999, -999999999999999999, 9223372036854775807, -9223372036854775808, 9223372036854775808, 12345678901234567890], "f": [1.0, -0.50, 1e3, 2E-2, 0.000]}'

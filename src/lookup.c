@@ -16,7 +16,6 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "executor/tuptable.h"
 #include "parser/parse_relation.h"
@@ -27,6 +26,7 @@
 #include "utils/snapmgr.h"
 
 #include "lookup.h"
+#include "usage_tracking.h"
 
 /*
  * Find the row of usage_tracking.relname whose primary key is keys (in the
@@ -46,7 +46,7 @@ ut_fetch_by_key(const char *relname, int nkeys, const Datum *keys,
 	TupleTableSlot *slot;
 	bool		found;
 
-	relid = get_relname_relid(relname, get_namespace_oid("usage_tracking", false));
+	relid = ut_relid(relname);
 	if (!OidIsValid(relid))
 		elog(ERROR, "table usage_tracking.%s is missing", relname);
 	rel = table_open(relid, AccessShareLock);

@@ -13,7 +13,6 @@
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -80,8 +79,7 @@ price_cache_load(void)
 
 	/* Mark valid first: an invalidation arriving while loading wins. */
 	price_valid = true;
-	price_relid = get_relname_relid("model_prices",
-									get_namespace_oid("usage_tracking", false));
+	price_relid = ut_relid("model_prices");
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -21,9 +21,7 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
 #include "access/heapam.h"
-#include "access/relscan.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/tableam.h"
@@ -41,8 +39,6 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
-#include "utils/snapmgr.h"
-#include "storage/lmgr.h"
 
 #include "target.h"
 #include "usage_tracking.h"

@@ -13,17 +13,16 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/index.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "executor/executor.h"
 #include "executor/execPartition.h"
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "target.h"
+#include "usage_tracking.h"
 
 /*
  * Open usage_tracking.<relname> for writing; NULL when it does not exist.
@@ -33,7 +32,7 @@ ut_table_open(const char *relname)
 {
 	Oid			relid;
 
-	relid = get_relname_relid(relname, get_namespace_oid("usage_tracking", false));
+	relid = ut_relid(relname);
 	if (!OidIsValid(relid))
 		return NULL;
 	return table_open(relid, RowExclusiveLock);

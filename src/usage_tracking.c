@@ -8,10 +8,12 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "usage_tracking.h"
@@ -121,4 +123,11 @@ ut_prepare_kept(const char *sql, int nargs, Oid *types)
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
+}
+
+/* The OID of usage_tracking.<relname>, InvalidOid when there is none. */
+Oid
+ut_relid(const char *relname)
+{
+	return get_relname_relid(relname, get_namespace_oid("usage_tracking", false));
 }

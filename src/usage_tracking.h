@@ -42,6 +42,7 @@ extern int	ut_daily_retention;		/* seconds */
 /* usage_tracking.c */
 struct _SPI_plan;
 extern struct _SPI_plan *ut_prepare_kept(const char *sql, int nargs, Oid *types);
+extern Oid	ut_relid(const char *relname);
 
 /* hmac.c */
 extern void ut_hmac_sha256(const uint8 *key, size_t keylen,

@@ -320,13 +320,12 @@ name_close(ParseState *st)
 }
 
 /*
- * The name of the field whose ':' the lexer has just passed, as *len bytes
- * (not terminated: a name without escapes is read in place).
+ * The name of the field whose closing quote is at p (name_close()), as *len
+ * bytes (not terminated: a name without escapes is read in place).
  */
 static const char *
-field_name(ParseState *st, int *len)
+field_name_at(ParseState *st, const char *p, int *len)
 {
-	const char *p = name_close(st);
 	const char *open;
 	char	   *decoded;
 
@@ -347,6 +346,13 @@ field_name(ParseState *st, int *len)
 	decoded = string_token(st, open, p + 1);
 	*len = strlen(decoded);
 	return decoded;
+}
+
+/* The name of the field whose ':' the lexer has just passed. */
+static const char *
+field_name(ParseState *st, int *len)
+{
+	return field_name_at(st, name_close(st), len);
 }
 
 /* Whether the name of len bytes is lit. */
@@ -505,7 +511,7 @@ event_field(ParseState *st)
 				return event_fields[i].field;
 		}
 	}
-	name = field_name(st, &len);
+	name = field_name_at(st, close, &len);
 	for (int i = 0; i < lengthof(event_fields); i++)
 		if (name_is(name, len, event_fields[i].name))
 			return event_fields[i].field;

@@ -5,10 +5,14 @@ EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION)
 MODULE_big  = usage_tracking
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
-# The install script is assembled from one file per concern.
-SQL_PARTS   = $(sort $(wildcard sql/parts/*.sql))
+# Releases are immutable: the 1.0 install script as released, then one
+# hand-written upgrade script per release.  The current version's install
+# script is the base followed by every upgrade step, in order, so a fresh
+# install runs exactly what an upgraded one ran.
+BASE_SQL    = sql/$(EXTENSION)--1.0.sql
+UPGRADES    = $(shell ls sql/$(EXTENSION)--*--*.sql | sort -V)
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA        = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+DATA        = $(BASE_SQL) $(UPGRADES)
 
 REGRESS      = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=pgcrypto --load-extension=$(EXTENSION)
@@ -27,8 +31,8 @@ include $(PGXS)
 # every object depends on the shared headers
 $(OBJS): $(wildcard src/*.h)
 
-$(DATA_built): $(SQL_PARTS) $(EXTENSION).control
-	cat $(SQL_PARTS) > $@
+$(DATA_built): $(BASE_SQL) $(UPGRADES) $(EXTENSION).control
+	bash tools/build_install_sql.sh $(EXTVERSION) > $@
 
 # Programs that live in their own folder with their own Makefile
 # (gateway/, notifier/) are built with the extension.

@@ -14,6 +14,8 @@
 #include "postgres_fe.h"
 #else
 #include "postgres.h"
+
+#include "miscadmin.h"
 #endif
 
 #include "common/jsonapi.h"
@@ -570,6 +572,7 @@ on_element_start(void *state, bool isnull)
 	Batch	   *b = st->batch;
 	BatchEvent *ev;
 
+	CHECK_FOR_INTERRUPTS();
 	st->value_start = st->lex->token_start;
 	if (!(st->depth == 2 && st->in_events))
 		return;

@@ -20,9 +20,13 @@
  * index probe and a heap update.
  *
  * ut_counters_open() declines (returns NULL, and the caller runs the SQL
- * statement instead) whenever the statement would do something this does
- * not: row-level security for the current user, a missing privilege, a
- * trigger other than a foreign-key check, a column we do not know.
+ * statement instead) whenever the gate (gate.c) says the statement would do
+ * something this does not, or the table has a column we do not know.  A
+ * partition that the gate declines is found when a key goes to it:
+ * ut_counters_add() then writes nothing and returns false, and the caller
+ * runs the statement for that key and the ones after it.  Keys are
+ * independent, so some written here and the rest by the statement end as
+ * the statement alone would leave them.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,7 +52,9 @@
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "counters.h"
+#include "gate.h"
 #include "target.h"
 
 struct UtCounters
@@ -64,24 +70,6 @@ struct UtCounters
 	TupleTableSlot *existing_root;	/* the same in the root's column order */
 	UtProbe    *keys;			/* rri's unique index, NULL: probed by the executor */
 };
-
-/* Only foreign-key triggers (internal, AFTER ROW) are fired here. */
-static bool
-only_constraint_triggers(TriggerDesc *td)
-{
-
-	if (td == NULL)
-		return true;
-	for (int i = 0; i < td->numtriggers; i++)
-	{
-		Trigger    *tg = &td->triggers[i];
-
-		if (!tg->tgisinternal || !OidIsValid(tg->tgconstraint) ||
-			!TRIGGER_FOR_ROW(tg->tgtype) || !TRIGGER_FOR_AFTER(tg->tgtype))
-			return false;
-	}
-	return true;
-}
 
 static bool
 types_match(Relation rel, const UtCounterSpec *spec, const AttrNumber *attnos)
@@ -120,19 +108,13 @@ ut_counters_open(const UtCounterSpec *spec)
 	UtCounters *c;
 	const char *names[UT_COUNTER_MAX_COLS];
 	AttrNumber	attnos[UT_COUNTER_MAX_COLS];
-	Oid			relid;
-
 	Assert(spec->ncols <= UT_COUNTER_MAX_COLS);
 	rel = ut_table_open(spec->relname);
 	if (rel == NULL)
 		return NULL;
-	relid = RelationGetRelid(rel);
 	for (int i = 0; i < spec->ncols; i++)
 		names[i] = spec->cols[i].name;
-	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED ||
-		pg_class_aclmask(relid, GetUserId(), ACL_SELECT | ACL_INSERT | ACL_UPDATE,
-						 ACLMASK_ALL) != (ACL_SELECT | ACL_INSERT | ACL_UPDATE) ||
-		!only_constraint_triggers(rel->trigdesc) ||
+	if (!ut_gate_allows(rel, UT_GATE_COUNTERS, true) ||
 		!ut_map_columns(rel, names, spec->ncols, attnos) ||
 		!types_match(rel, spec, attnos))
 	{
@@ -254,107 +236,28 @@ new_row(UtCounters *c, TupleTableSlot *old, const Datum *delta, const bool *delt
 }
 
 /*
- * CHECK constraints, compiled once per backend.  The executor reads and
- * plans them for every statement (stringToNode of each one), which costs
- * more than the row.  An entry is used while the table's constraints are
- * the very ones it was built from (same expressions, text compared), so
- * ALTER TABLE needs no invalidation.
+ * Slots of rri's row type (kept for the last result relation used).  False
+ * when rri is a partition the gate declines.
  */
-typedef struct CheckCache
-{
-	Oid			relid;
-	int			ncheck;
-	char	  **ccbin;
-	ExprState **exprs;
-} CheckCache;
-
-static List *check_cache = NIL;
-static MemoryContext check_cxt = NULL;
-
 static bool
-check_cache_matches(const CheckCache *cc, TupleConstr *constr)
-{
-	if (cc->ncheck != constr->num_check)
-		return false;
-	for (int i = 0; i < cc->ncheck; i++)
-		if (strcmp(cc->ccbin[i], constr->check[i].ccbin) != 0)
-			return false;
-	return true;
-}
-
-static ExprState **
-compiled_checks(Relation rel)
-{
-	TupleConstr *constr = rel->rd_att->constr;
-	Oid			relid = RelationGetRelid(rel);
-	CheckCache *cc = NULL;
-	ListCell   *lc;
-	MemoryContext old;
-
-	foreach(lc, check_cache)
-	{
-		CheckCache *e = lfirst(lc);
-
-		if (e->relid == relid)
-		{
-			if (check_cache_matches(e, constr))
-				return e->exprs;
-			cc = e;				/* rebuilt below, the old one left behind */
-			break;
-		}
-	}
-
-	if (check_cxt == NULL)
-		check_cxt = AllocSetContextCreate(CacheMemoryContext,
-										  "usage_tracking check constraints",
-										  ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(check_cxt);
-	if (cc == NULL)
-	{
-		cc = palloc0(sizeof(CheckCache));
-		cc->relid = relid;
-		check_cache = lappend(check_cache, cc);
-	}
-	cc->ncheck = constr->num_check;
-	cc->ccbin = palloc(sizeof(char *) * cc->ncheck);
-	cc->exprs = palloc(sizeof(ExprState *) * cc->ncheck);
-	for (int i = 0; i < cc->ncheck; i++)
-	{
-		Expr	   *e = stringToNode(constr->check[i].ccbin);
-
-		cc->ccbin[i] = pstrdup(constr->check[i].ccbin);
-		cc->exprs[i] = ExecInitExpr(expression_planner(e), NULL);
-	}
-	MemoryContextSwitchTo(old);
-	return cc->exprs;
-}
-
-/* Slots of rri's row type (kept for the last result relation used). */
-static void
 use_relation(UtCounters *c, ResultRelInfo *rri)
 {
 	List	  **tt = &c->t->estate->es_tupleTable;
 
 	if (c->rri == rri)
-		return;
-	if (!only_constraint_triggers(rri->ri_TrigDesc))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("partition \"%s\" of %s has a trigger of its own",
-						RelationGetRelationName(rri->ri_RelationDesc), c->spec->relname),
-				 errhint("Create the trigger on %s itself.", c->spec->relname)));
+		return true;
+	if (rri != c->t->root &&
+		!ut_gate_allows(rri->ri_RelationDesc, UT_GATE_COUNTERS, false))
+		return false;
 	c->rri = rri;
 	if (c->keys != NULL)
 		ut_probe_end(c->keys);
 	c->keys = ut_probe_begin(rri);
-	if (rri->ri_RelationDesc->rd_att->constr != NULL &&
-		rri->ri_RelationDesc->rd_att->constr->num_check > 0 &&
-		rri->ri_ConstraintExprs == NULL)
-		rri->ri_ConstraintExprs = compiled_checks(rri->ri_RelationDesc);
 	c->probe = table_slot_create(rri->ri_RelationDesc, tt);
 	c->existing = table_slot_create(rri->ri_RelationDesc, tt);
 	c->existing_root = rri->ri_RootToPartitionMap != NULL
 		? table_slot_create(c->t->rel, tt) : NULL;
+	return true;
 }
 
 /*
@@ -414,9 +317,10 @@ lock_existing(UtCounters *c, Relation rel, ItemPointer tid)
  * Add one key's deltas: values[i] / nulls[i] for spec column i (the key
  * columns' values, the other columns' deltas).  When result is given, it
  * receives the row as written, by spec column; the values live until the
- * next call.
+ * next call.  False, with nothing written, when the key goes to a partition
+ * the gate declines: the caller then uses the statement from this key on.
  */
-void
+bool
 ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 				Datum *result, bool *result_null)
 {
@@ -432,9 +336,11 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 	/* the row as inserted: the deltas added to an empty row */
 	new_row(c, NULL, values, nulls);
 
+	CHECK_FOR_INTERRUPTS();
 	rri = ut_target_route(t);
 	rel = rri->ri_RelationDesc;
-	use_relation(c, rri);
+	if (!use_relation(c, rri))
+		return false;
 
 	for (;;)
 	{
@@ -470,14 +376,13 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 			new_row(c, old, values, nulls);
 			ut_target_to_partition(t, rri, c->probe);
 
-			if (rel->rd_att->constr)
-				ExecConstraints(rri, c->probe, estate);
-			simple_table_tuple_update(rel, &c->existing->tts_tid, c->probe,
-									  c->snapshot, &update_indexes);
+			ut_check_constraints(rri, c->probe, estate);
+			ut_table_update(rel, &c->existing->tts_tid, c->probe,
+							c->snapshot, &update_indexes);
 			recheck = NIL;
 			if (update_indexes && rri->ri_NumIndices > 0)
-				recheck = ExecInsertIndexTuples(rri, c->probe, estate, true,
-												false, NULL, NIL);
+				recheck = ut_insert_index_tuples(rri, c->probe, estate, true,
+												 false, NULL);
 			if (rri->ri_TrigDesc != NULL)
 				ExecARUpdateTriggers(estate, rri, NULL, NULL, &c->existing->tts_tid,
 									 NULL, c->probe, recheck, NULL, false);
@@ -486,12 +391,11 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 		}
 
 		/* a new key */
-		if (rel->rd_att->constr)
-			ExecConstraints(rri, c->probe, estate);
+		ut_check_constraints(rri, c->probe, estate);
 		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
 		table_tuple_insert_speculative(rel, c->probe, t->cid, 0, NULL, token);
-		recheck = ExecInsertIndexTuples(rri, c->probe, estate, false, true,
-										&spec_conflict, NIL);
+		recheck = ut_insert_index_tuples(rri, c->probe, estate, false, true,
+										 &spec_conflict);
 		table_tuple_complete_speculative(rel, c->probe, token, !spec_conflict);
 		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
 		if (spec_conflict)
@@ -513,6 +417,7 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 			result[i] = root->tts_values[c->attnos[i] - 1];
 			result_null[i] = root->tts_isnull[c->attnos[i] - 1];
 		}
+	return true;
 }
 
 /* Fire the foreign-key checks and release everything. */

@@ -51,7 +51,7 @@ typedef struct UtCounterSpec
 typedef struct UtCounters UtCounters;
 
 extern UtCounters *ut_counters_open(const UtCounterSpec *spec);
-extern void ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
+extern bool ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 							Datum *result, bool *result_null);
 extern void ut_counters_close(UtCounters *c);
 

@@ -15,6 +15,8 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "common/cryptohash.h"
@@ -543,6 +545,7 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	{
 		BatchEvent *ev = &batch.events[i];
 
+		CHECK_FOR_INTERRUPTS();
 		ut_event_validate(ev, now, (int64) ut_event_retention * USECS_PER_SEC);
 		if (ev->error == NULL)
 			valid[nvalid++] = ev;

@@ -221,11 +221,18 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 		{
 			bool		nulls[3] = {false, false, true};
 
-			ut_counters_add(c, args, nulls, row, row_null);
-			window_minute = DatumGetTimestampTz(row[1]);
-			posts = row[2];
+			if (ut_counters_add(c, args, nulls, row, row_null))
+			{
+				window_minute = DatumGetTimestampTz(row[1]);
+				posts = row[2];
+			}
+			else
+			{
+				ut_counters_close(c);
+				c = NULL;
+			}
 		}
-		else
+		if (c == NULL)
 		{
 			if (window_plan == NULL)
 			{

@@ -7,11 +7,13 @@
  *		partition and indexed.  No SQL statement, no per-event executor
  *		round trip, no transition table.
  *
- * The caller summarizes the new events itself (summary.c), which is why
- * this path is only taken while the events table has no trigger but the
- * summary trigger and no column ingest does not fill that would need a
- * default or a NOT NULL value; otherwise ingest falls back to an INSERT
- * statement.  Concurrent batches holding the same key: a probe waits for a
+ * The caller summarizes the new events itself (summary.c).  Whether this
+ * path gives what INSERT ... ON CONFLICT DO NOTHING would is decided by the
+ * gate (gate.c) for the table and for every partition the batch goes to,
+ * before anything is written; otherwise ingest runs that statement, whose
+ * trigger summarizes.  Constraints are checked for every event, a
+ * duplicate included, as ExecInsert() checks them before it looks for a
+ * conflict.  Concurrent batches holding the same key: a probe waits for a
  * transaction inserting it, and the optimistic pass turns a unique
  * violation into a probe of every event, so only an insert that races in
  * between a probe and the insert of the probe-all pass fails, cleanly, with
@@ -34,12 +36,15 @@
 #include "nodes/execnodes.h"
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 
+#include "compat.h"
+#include "gate.h"
 #include "target.h"
 #include "usage_tracking.h"
 
@@ -66,20 +71,6 @@ static const char *const col_names[NUM_COLS] = {
 	"prompt_tokens", "completion_tokens", "cached_prompt_tokens",
 	"request_id", "context", "created_at", "received_at", "batch_digest"
 };
-
-/* Only the summary trigger may be on the table for the direct path. */
-static bool
-triggers_allow(Relation rel)
-{
-	TriggerDesc *td = rel->trigdesc;
-
-	if (td == NULL)
-		return true;
-	for (int i = 0; i < td->numtriggers; i++)
-		if (strcmp(td->triggers[i].tgname, "events_summarize") != 0)
-			return false;
-	return true;
-}
 
 /*
  * A probe for stored keys on one partition (target.c), with the column of
@@ -183,12 +174,13 @@ flush_buffer(PartBuffer *buf, EState *estate, CommandId cid,
 					   cid, 0, bistate);
 	for (int i = 0; i < buf->nslots; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (buf->rri->ri_NumIndices > 0)
 		{
 			List	   *conflicts;
 
-			conflicts = ExecInsertIndexTuples(buf->rri, buf->slots[i], estate,
-											  false, false, NULL, NIL);
+			conflicts = ut_insert_index_tuples(buf->rri, buf->slots[i], estate,
+											   false, false, NULL);
 			list_free(conflicts);
 		}
 	}
@@ -211,6 +203,40 @@ typedef enum StoreResult
 } StoreResult;
 
 /*
+ * Whether every partition the events go to passes the gate: each event is
+ * routed by its created_at alone, before anything is written.
+ */
+static bool
+partitions_allow(UtTarget *t, BatchEvent **valid, int n, AttrNumber created_attno)
+{
+	TupleTableSlot *root = t->rootslot;
+	int			natts = root->tts_tupleDescriptor->natts;
+	List	   *checked = NIL;
+	ResultRelInfo *last = NULL;
+	bool		ok = true;
+
+	for (int i = 0; i < n && ok; i++)
+	{
+		ResultRelInfo *rri;
+
+		CHECK_FOR_INTERRUPTS();
+		ExecClearTuple(root);
+		memset(root->tts_isnull, true, sizeof(bool) * natts);
+		root->tts_values[created_attno - 1] = TimestampTzGetDatum(valid[i]->created_at);
+		root->tts_isnull[created_attno - 1] = false;
+		ExecStoreVirtualTuple(root);
+		rri = ut_target_route(t);
+		if (rri == last || list_member_ptr(checked, rri))
+			continue;
+		ok = ut_gate_allows(rri->ri_RelationDesc, UT_GATE_EVENTS, false);
+		checked = lappend(checked, rri);
+		last = rri;
+	}
+	list_free(checked);
+	return ok;
+}
+
+/*
  * One pass over the valid events, from opening the table to closing it.
  */
 static StoreResult
@@ -226,12 +252,15 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 	Datum		install_datum;
 	StoreResult result = STORE_DONE;
 	KeyProbe   *probe = NULL;
+	ResultRelInfo *scratch_rri = NULL;
+	TupleTableSlot *scratch = NULL;
 
 	rel = ut_table_open("events");
 	if (rel == NULL)
 		return STORE_NOT_APPLICABLE;
 	if (rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE ||
-		!triggers_allow(rel) || !ut_map_columns(rel, col_names, NUM_COLS, attnos))
+		!ut_gate_allows(rel, UT_GATE_EVENTS, true) ||
+		!ut_map_columns(rel, col_names, NUM_COLS, attnos))
 	{
 		table_close(rel, RowExclusiveLock);
 		return STORE_NOT_APPLICABLE;
@@ -239,6 +268,11 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 	desc = RelationGetDescr(rel);
 	t = ut_target_begin(rel);
 	rootslot = t->rootslot;
+	if (!partitions_allow(t, valid, n, attnos[COL_CREATED_AT]))
+	{
+		ut_target_end(t);
+		return STORE_NOT_APPLICABLE;
+	}
 
 	buf.rri = NULL;
 	buf.slots = palloc(sizeof(TupleTableSlot *) * n);
@@ -254,6 +288,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		TupleTableSlot *slot;
 		Datum		ours[NUM_COLS];
 
+		CHECK_FOR_INTERRUPTS();
 		ResetPerTupleExprContext(t->estate);
 		ExecClearTuple(rootslot);
 		values = rootslot->tts_values;
@@ -285,6 +320,24 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 
 		rri = ut_target_route(t);
 
+		/*
+		 * A row that turns out to be stored already is still checked
+		 * against the constraints, as the INSERT statement would check it:
+		 * in a slot of the partition's type reused from row to row.
+		 */
+		if (scratch_rri != rri)
+		{
+			scratch = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
+			scratch_rri = rri;
+		}
+
+		if (result == STORE_ALL_DUPLICATES)
+		{
+			ut_target_to_partition(t, rri, scratch);
+			ut_check_constraints(rri, scratch, t->estate);
+			continue;
+		}
+
 		if (mode == STORE_PROBE_ALL || i == 0)
 		{
 			if (probe == NULL || probe->rri != rri)
@@ -293,25 +346,25 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 					probe_end(probe);
 				probe = probe_begin(rri);
 			}
-			slot = NULL;
 			if (probe != NULL)
 				is_new[i] = !probe_key(probe, ours);
 			else
 			{
 				ItemPointerData conflict;
 
-				slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
-				ut_target_to_partition(t, rri, slot);
-				is_new[i] = ExecCheckIndexConstraints(rri, slot, t->estate, &conflict, NIL);
+				ut_target_to_partition(t, rri, scratch);
+				is_new[i] = ExecCheckIndexConstraints(rri, scratch, t->estate, &conflict, NIL);
 			}
 			if (!is_new[i])
 			{
+				ut_target_to_partition(t, rri, scratch);
+				ut_check_constraints(rri, scratch, t->estate);
 				if (i == 0 && probe != NULL && digest != NULL &&
 					probe_found_digest(probe, digest))
 				{
 					memset(is_new, false, sizeof(bool) * n);
 					result = STORE_ALL_DUPLICATES;
-					break;
+					continue;
 				}
 				if (mode == STORE_OPTIMISTIC)
 				{
@@ -322,17 +375,12 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 			}
 		}
 		else
-		{
 			is_new[i] = true;
-			slot = NULL;
-		}
 
 		/* a slot of the partition's own row type that outlives this loop */
-		if (slot == NULL)
-		{
-			slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
-			ut_target_to_partition(t, rri, slot);
-		}
+		slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
+		ut_target_to_partition(t, rri, slot);
+		ut_check_constraints(rri, slot, t->estate);
 
 		if (buf.rri != rri)
 		{

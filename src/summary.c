@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -169,6 +171,7 @@ daily_deltas(SummaryRow *rows, int n, DailyDelta *out)
 		DailyDelta *d = &out[nkeys++];
 		int			start = i;
 
+		CHECK_FOR_INTERRUPTS();
 		memset(d, 0, sizeof(DailyDelta));
 		d->key = &rows[start];
 		/* one key, possibly several price groups */
@@ -226,8 +229,11 @@ daily_row(const DailyDelta *d, Datum *v, bool *nulls)
 	v[10] = Int64GetDatum(d->unpriced);
 }
 
-/* Add the daily deltas row by row (counters.c). */
-static void
+/*
+ * Add the daily deltas row by row (counters.c); returns how many keys were
+ * added before one went to a partition the gate declines.
+ */
+static int
 add_daily(UtCounters *c, DailyDelta *d, int nkeys)
 {
 	for (int k = 0; k < nkeys; k++)
@@ -236,8 +242,10 @@ add_daily(UtCounters *c, DailyDelta *d, int nkeys)
 		bool		nulls[DAILY_NCOLS];
 
 		daily_row(&d[k], v, nulls);
-		ut_counters_add(c, v, nulls, NULL, NULL);
+		if (!ut_counters_add(c, v, nulls, NULL, NULL))
+			return k;
 	}
+	return nkeys;
 }
 
 /* Upsert the daily deltas with one SQL statement, a column an array. */
@@ -370,6 +378,7 @@ add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
 			 Oid when_type, CounterDelta *d, int nkeys, UtQuotaWatch *watch)
 {
 	UtCounters *c;
+	int			done = 0;
 
 	if (nkeys == 0)
 		return;
@@ -378,8 +387,9 @@ add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
 	{
 		if (watch != NULL)
 			watch->counted = true;
-		for (int k = 0; k < nkeys; k++)
+		for (; done < nkeys; done++)
 		{
+			int			k = done;
 			Datum		v[6];
 			bool		nulls[6] = {false};
 			Datum		row[6];
@@ -391,7 +401,8 @@ add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
 			v[3] = Int64GetDatum(d[k].tokens);
 			v[4] = Int64GetDatum(0);	/* quota_usage.admitted: kept */
 			v[5] = Int64GetDatum(0);	/* quota_usage.pending: from column 2 */
-			ut_counters_add(c, v, nulls, row, row_null);
+			if (!ut_counters_add(c, v, nulls, row, row_null))
+				break;
 			if (watch != NULL && strcmp(d[k].key, watch->account_id) == 0 &&
 				DatumGetDateADT(d[k].when) == watch->month)
 			{
@@ -401,16 +412,24 @@ add_counters(const UtCounterSpec *spec, SPIPlanPtr *plan, const char *sql,
 			}
 		}
 		ut_counters_close(c);
+		if (done < nkeys && watch != NULL)
+			watch->counted = watch->updated = false;	/* the statement counts the rest */
 	}
-	else
+	if (done < nkeys)
 	{
-		Datum	   *keys = palloc(sizeof(Datum) * nkeys);
-		Datum	   *whens = palloc(sizeof(Datum) * nkeys);
-		Datum	   *requests = palloc(sizeof(Datum) * nkeys);
-		Datum	   *tokens = palloc(sizeof(Datum) * nkeys);
+		Datum	   *keys;
+		Datum	   *whens;
+		Datum	   *requests;
+		Datum	   *tokens;
 		Datum		args[4];
 		int			ret;
 
+		d += done;
+		nkeys -= done;
+		keys = palloc(sizeof(Datum) * nkeys);
+		whens = palloc(sizeof(Datum) * nkeys);
+		requests = palloc(sizeof(Datum) * nkeys);
+		tokens = palloc(sizeof(Datum) * nkeys);
 		for (int k = 0; k < nkeys; k++)
 		{
 			keys[k] = CStringGetTextDatum(d[k].key);
@@ -452,6 +471,7 @@ count_usage(SummaryRow *rows, int n, UtQuotaWatch *watch)
 		TimestampTz hour = rows[i].created - rows[i].created % USECS_PER_HOUR;
 		int64		tokens = rows[i].prompt + rows[i].completion;
 
+		CHECK_FOR_INTERRUPTS();
 		if (rows[i].account_id == NULL)
 			continue;			/* an unknown installation */
 		if (rows[i].created < 0 && rows[i].created % USECS_PER_HOUR != 0)
@@ -484,6 +504,7 @@ ut_summarize(SummaryRow *rows, int n, UtQuotaWatch *watch)
 {
 	DailyDelta *deltas;
 	int			nkeys;
+	int			done = 0;
 	UtCounters *c;
 
 	if (n == 0)
@@ -496,11 +517,11 @@ ut_summarize(SummaryRow *rows, int n, UtQuotaWatch *watch)
 	c = ut_counters_open(&daily_spec);
 	if (c != NULL)
 	{
-		add_daily(c, deltas, nkeys);
+		done = add_daily(c, deltas, nkeys);
 		ut_counters_close(c);
 	}
-	else
-		upsert_daily(deltas, nkeys);
+	if (done < nkeys)
+		upsert_daily(deltas + done, nkeys - done);
 }
 
 /*
@@ -524,6 +545,7 @@ resolve_accounts(SummaryRow *rows, int n)
 		Datum		arg;
 		int			ret;
 
+		CHECK_FOR_INTERRUPTS();
 		if (i > 0 && strcmp(rows[i].install_id, rows[i - 1].install_id) == 0)
 		{
 			rows[i].account_id = rows[i - 1].account_id;
@@ -603,6 +625,7 @@ usage_tracking_events_summarize(PG_FUNCTION_ARGS)
 		SummaryRow *r;
 		TimestampTz created;
 
+		CHECK_FOR_INTERRUPTS();
 		if (n == cap)
 		{
 			cap *= 2;

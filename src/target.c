@@ -21,6 +21,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "target.h"
 #include "usage_tracking.h"
 
@@ -83,17 +84,10 @@ UtTarget *
 ut_target_begin(Relation rel)
 {
 	UtTarget   *t = palloc0(sizeof(UtTarget));
-	RangeTblEntry *rte;
 
 	t->rel = rel;
 	t->estate = CreateExecutorState();
-	rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = RelationGetRelid(rel);
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	rte->requiredPerms = ACL_INSERT;
-	ExecInitRangeTable(t->estate, list_make1(rte));
+	ut_init_range_table(t->estate, rel, ACL_INSERT);
 	t->root = makeNode(ResultRelInfo);
 	ExecInitResultRelation(t->estate, t->root, 1);
 

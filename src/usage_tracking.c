@@ -16,6 +16,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "gate.h"
 #include "usage_tracking.h"
 
 PG_MODULE_MAGIC;
@@ -76,6 +77,8 @@ _PG_init(void)
 							730 * 86400, 86400, 20000 * 86400,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	ut_gate_init();
 
 	MarkGUCPrefixReserved("usage_tracking");
 }

@@ -1,0 +1,375 @@
+/*-------------------------------------------------------------------------
+ *
+ * src/gate.c
+ *		The gate of the direct write path: whether writing a table without
+ *		an SQL statement (store.c for raw events, counters.c for summary
+ *		and counter rows) gives exactly what the plain statement would, and
+ *		the constraints that path enforces the way the executor does.
+ *
+ * The direct path implements: routing to partitions, unique-index
+ * conflicts (DO NOTHING / DO UPDATE), NOT NULL and CHECK constraints of the
+ * partition written (ExecConstraints), foreign-key triggers of counter
+ * tables (fired by the executor's own trigger queue), and the one trigger
+ * the extension puts on usage_tracking.events, whose effect (summaries and
+ * counters) the caller produces itself.  Everything else makes the gate
+ * decline, and the caller runs the SQL statement instead:
+ *
+ *   - usage_tracking.direct_write is off;
+ *   - an executor hook is set (a module that observes or changes writes:
+ *     pgaudit, sepgsql, Citus, ...);
+ *   - a rule on the table;
+ *   - row-level security that applies to the current user;
+ *   - a privilege the statement would need and the current user lacks;
+ *   - a publication of the table (logical replication decides what the
+ *     statement must log and check);
+ *   - a trigger other than the ones above, judged by what it runs and
+ *     whether it would fire now, not by its name; on a partition, any;
+ *   - a relation that is not a plain or partitioned table.
+ *
+ * Columns the caller does not fill that need a value (a default, NOT NULL,
+ * a generated expression) make ut_map_columns() (target.c) decline too.
+ *
+ * CHECK expressions are compiled once per relation and kept until the
+ * catalog changes: a relcache invalidation of the relation, or any change
+ * to pg_proc (a CHECK may call a function, inlined when compiled), retires
+ * the entry.  A retired entry may still be in use by the statement running,
+ * so its memory is released at the end of the transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/partition.h"
+#include "access/xact.h"
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_trigger.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "optimizer/optimizer.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/rls.h"
+#include "utils/syscache.h"
+
+#include "gate.h"
+#include "usage_tracking.h"
+
+bool		ut_direct_write = true;
+
+/* The C function of the summary trigger on usage_tracking.events. */
+#define UT_SUMMARY_TRIGGER_SYMBOL "usage_tracking_events_summarize"
+
+void
+ut_gate_init(void)
+{
+	DefineCustomBoolVariable("usage_tracking.direct_write",
+							 "Write events and counters without an SQL statement where that gives the same result.",
+							 "Off: every write goes through the executor.",
+							 &ut_direct_write,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+}
+
+/* Whether trigger tg fires for a row or statement now. */
+static bool
+trigger_fires(const Trigger *tg)
+{
+	if (tg->tgenabled == TRIGGER_DISABLED)
+		return false;
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		return tg->tgenabled == TRIGGER_FIRES_ON_REPLICA ||
+			tg->tgenabled == TRIGGER_FIRES_ALWAYS;
+	return tg->tgenabled != TRIGGER_FIRES_ON_REPLICA;
+}
+
+/*
+ * Whether tg is the summary trigger as shipped: AFTER INSERT FOR EACH
+ * STATEMENT with a new-rows transition table, running the extension's C
+ * function, and firing now.  Its effect is what the direct path's caller
+ * does itself.
+ */
+static bool
+is_summary_trigger(const Trigger *tg)
+{
+	HeapTuple	tup;
+	bool		ours = false;
+
+	if (!trigger_fires(tg) || TRIGGER_FOR_ROW(tg->tgtype) ||
+		!TRIGGER_FOR_AFTER(tg->tgtype) || !TRIGGER_FOR_INSERT(tg->tgtype) ||
+		TRIGGER_FOR_UPDATE(tg->tgtype) || TRIGGER_FOR_DELETE(tg->tgtype) ||
+		TRIGGER_FOR_TRUNCATE(tg->tgtype) || tg->tgnewtable == NULL ||
+		tg->tgqual != NULL || tg->tgnattr != 0)
+		return false;
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(tg->tgfoid));
+	if (HeapTupleIsValid(tup))
+	{
+		Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+		bool		isnull;
+		Datum		src;
+
+		if (proc->prolang == ClanguageId)
+		{
+			src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
+			ours = !isnull &&
+				strcmp(TextDatumGetCString(src), UT_SUMMARY_TRIGGER_SYMBOL) == 0;
+		}
+		ReleaseSysCache(tup);
+	}
+	return ours;
+}
+
+/* A foreign-key check: fired by the executor's trigger queue, as is. */
+static bool
+is_foreign_key_trigger(const Trigger *tg)
+{
+	return tg->tgisinternal && OidIsValid(tg->tgconstraint) &&
+		TRIGGER_FOR_ROW(tg->tgtype) && TRIGGER_FOR_AFTER(tg->tgtype);
+}
+
+/* Why the triggers of rel keep the direct path off, NULL when they do not. */
+static const char *
+triggers_decline(Relation rel, UtGateKind kind, bool root)
+{
+	TriggerDesc *td = rel->trigdesc;
+
+	if (td == NULL)
+		return NULL;
+	for (int i = 0; i < td->numtriggers; i++)
+	{
+		const Trigger *tg = &td->triggers[i];
+
+		if (kind == UT_GATE_COUNTERS && is_foreign_key_trigger(tg))
+			continue;
+		if (kind == UT_GATE_EVENTS && root && is_summary_trigger(tg))
+			continue;
+		if (kind == UT_GATE_EVENTS && root &&
+			strcmp(tg->tgname, "events_summarize") == 0)
+			return "the summary trigger is not the one shipped, or would not fire";
+		return "a trigger";
+	}
+	return NULL;
+}
+
+static bool
+hooks_set(void)
+{
+	return ExecutorStart_hook != NULL || ExecutorRun_hook != NULL ||
+		ExecutorFinish_hook != NULL || ExecutorEnd_hook != NULL ||
+		ExecutorCheckPerms_hook != NULL;
+}
+
+static bool
+published(Relation rel)
+{
+	PublicationDesc pd;
+
+	RelationBuildPublicationDesc(rel, &pd);
+	return pd.pubactions.pubinsert || pd.pubactions.pubupdate ||
+		pd.pubactions.pubdelete || pd.pubactions.pubtruncate;
+}
+
+/*
+ * Why rel (the table named in the statement when root, else one of its
+ * partitions that a row goes to) may not be written directly for kind;
+ * NULL when it may.
+ */
+const char *
+ut_gate_decline(Relation rel, UtGateKind kind, bool root)
+{
+	Oid			relid = RelationGetRelid(rel);
+	char		relkind = rel->rd_rel->relkind;
+
+	if (!ut_direct_write)
+		return "usage_tracking.direct_write is off";
+	if (hooks_set())
+		return "an executor hook is set";
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		return "not a table";
+	if (rel->rd_rules != NULL)
+		return "a rule";
+	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
+		return "row-level security";
+	if (root)
+	{
+		AclMode		need = kind == UT_GATE_EVENTS
+			? ACL_INSERT : ACL_INSERT | ACL_UPDATE | ACL_SELECT;
+
+		if (pg_class_aclmask(relid, GetUserId(), need, ACLMASK_ALL) != need)
+			return "a privilege the current user lacks";
+	}
+	if (published(rel))
+		return "a publication";
+	return triggers_decline(rel, kind, root);
+}
+
+bool
+ut_gate_allows(Relation rel, UtGateKind kind, bool root)
+{
+	return ut_gate_decline(rel, kind, root) == NULL;
+}
+
+PG_FUNCTION_INFO_V1(usage_tracking_write_path);
+
+/*
+ * SQL function: write_path(tbl regclass) returns text
+ *
+ * How ingest writes tbl (usage_tracking.events or a counter table, or one
+ * of their partitions) now, for the current user: 'direct', or the reason
+ * the gate declines and the executor is used.
+ */
+Datum
+usage_tracking_write_path(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	Relation	rel;
+	Oid			events = ut_relid("events");
+	Oid			root = relid;
+	const char *why;
+
+	if (get_rel_relispartition(relid))
+	{
+		List	   *ancestors = get_partition_ancestors(relid);
+
+		root = llast_oid(ancestors);
+		list_free(ancestors);
+	}
+	rel = table_open(relid, AccessShareLock);
+	why = ut_gate_decline(rel, root == events ? UT_GATE_EVENTS : UT_GATE_COUNTERS,
+						  root == relid);
+	table_close(rel, AccessShareLock);
+	PG_RETURN_TEXT_P(cstring_to_text(why == NULL ? "direct" : why));
+}
+
+/* Compiled CHECK constraints ----------------------------------------------- */
+
+typedef struct CheckEntry
+{
+	Oid			relid;
+	MemoryContext cxt;			/* holds the entry and its expressions */
+	int			ncheck;
+	ExprState **exprs;
+} CheckEntry;
+
+static List *check_entries = NIL;	/* in TopMemoryContext */
+static List *retired = NIL;		/* contexts to free at transaction end */
+static bool callbacks_registered = false;
+
+static void
+retire(CheckEntry *e)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	retired = lappend(retired, e->cxt);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+retire_relation(Datum arg, Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, check_entries)
+	{
+		CheckEntry *e = lfirst(lc);
+
+		if (!OidIsValid(relid) || e->relid == relid)
+		{
+			retire(e);
+			check_entries = foreach_delete_current(check_entries, lc);
+		}
+	}
+}
+
+static void
+retire_all(Datum arg, int cacheid, uint32 hashvalue)
+{
+	retire_relation(arg, InvalidOid);
+}
+
+static void
+free_retired(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	foreach(lc, retired)
+		MemoryContextDelete((MemoryContext) lfirst(lc));
+	list_free(retired);
+	retired = NIL;
+}
+
+static ExprState **
+compiled_checks(Relation rel)
+{
+	TupleConstr *constr = rel->rd_att->constr;
+	Oid			relid = RelationGetRelid(rel);
+	ListCell   *lc;
+	CheckEntry *e;
+	MemoryContext cxt;
+	MemoryContext old;
+
+	foreach(lc, check_entries)
+	{
+		e = lfirst(lc);
+		if (e->relid == relid && e->ncheck == constr->num_check)
+			return e->exprs;
+	}
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(retire_relation, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, retire_all, (Datum) 0);
+		RegisterXactCallback(free_retired, NULL);
+		callbacks_registered = true;
+	}
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "usage_tracking CHECK constraints",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	e = palloc0(sizeof(CheckEntry));
+	e->relid = relid;
+	e->cxt = cxt;
+	e->ncheck = constr->num_check;
+	e->exprs = palloc(sizeof(ExprState *) * e->ncheck);
+	for (int i = 0; i < e->ncheck; i++)
+	{
+		Expr	   *expr = stringToNode(constr->check[i].ccbin);
+
+		e->exprs[i] = ExecInitExpr(expression_planner(expr), NULL);
+	}
+	MemoryContextSwitchTo(TopMemoryContext);
+	check_entries = lappend(check_entries, e);
+	MemoryContextSwitchTo(old);
+	return e->exprs;
+}
+
+/*
+ * NOT NULL and CHECK constraints of rri's relation on the row in slot (of
+ * its row type), as an INSERT or UPDATE checks them: a violation raises the
+ * statement's error.
+ */
+void
+ut_check_constraints(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)
+{
+	TupleConstr *constr = rri->ri_RelationDesc->rd_att->constr;
+
+	if (constr == NULL)
+		return;
+	if (constr->num_check > 0 && rri->ri_ConstraintExprs == NULL)
+		rri->ri_ConstraintExprs = compiled_checks(rri->ri_RelationDesc);
+	ExecConstraints(rri, slot, estate);
+}

@@ -12,6 +12,7 @@ UT_PACKAGES=(
   "postgresql-server-dev-$PG_MAJOR"
   "postgresql-$PG_MAJOR-cron"
   "postgresql-$PG_MAJOR-pgtap"
+  "postgresql-$PG_MAJOR-pgaudit"
   libtap-parser-sourcehandler-pgtap-perl
   postgresql-contrib
   libpq-dev

@@ -43,31 +43,8 @@ q -d "$NEW" -c "CREATE EXTENSION pgcrypto" -c "CREATE EXTENSION usage_tracking" 
   || { not_ok "CREATE EXTENSION usage_tracking"; exit 1; }
 check "the old database runs $OLDEST" "$OLDEST" "$(q -d "$OLD" -c "SELECT extversion FROM pg_extension WHERE extname = 'usage_tracking'")"
 
-# Test helpers outside the extension's schemas: signing with pgcrypto, and a
-# batch of n events of one day.
-helpers=$(cat <<'SQL'
-CREATE SCHEMA ut_t;
-CREATE FUNCTION ut_t.post(body text, secret text, at timestamptz) RETURNS jsonb
-LANGUAGE sql AS $$
-  SELECT usage_tracking.ingest(body,
-           encode(hmac(extract(epoch FROM at)::bigint::text || '.' || body, secret, 'sha256'), 'hex')
-           || ':' || extract(epoch FROM at)::bigint, at)
-$$;
-CREATE FUNCTION ut_t.batch(install text, tag text, day timestamptz, n int) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-  SELECT jsonb_build_object('install_id', install, 'events', jsonb_agg(jsonb_build_object(
-           'event_id', 'evt_' || tag || '_' || k,
-           'wp_user_id_hash', encode(sha256(('user' || k % 3)::bytea), 'hex'),
-           'source', (ARRAY['bulk', 'queue', 'inline'])[k % 3 + 1],
-           'model', (ARRAY['gpt-4o-mini', 'gpt-4o', 'custom-model'])[k % 3 + 1],
-           'prompt_tokens', 100 + k, 'completion_tokens', 20 + k, 'total_tokens', 120 + 2 * k,
-           'request_id', 'req_' || tag || '_' || k,
-           'created_at', to_char((day + k * interval '1 minute') AT TIME ZONE 'UTC',
-                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"')) ORDER BY k))::text
-    FROM generate_series(1, n) k
-$$;
-SQL
-)
+# Test helpers outside the extension's schemas (schema ut_t).
+helpers=$(cat "$(dirname "$0")/lib/batches.sql")
 # The data: a custom plan, a changed seeded price, accounts, installations,
 # events over three days (so partitions made at run time), maintenance.
 data=$(cat <<'SQL'

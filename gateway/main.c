@@ -142,7 +142,7 @@ main(int argc, char **argv)
 	(void) argv;
 	if (argc > 1)
 	{
-		fprintf(stderr, "usage: usage-gateway (configured by USAGE_* environment variables, see README)\n");
+		fprintf(stderr, "usage: usage-gateway (configured by USAGE_* environment variables, see docs/http-api.md)\n");
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);

@@ -31,7 +31,7 @@ SELECT n, m.post(n, jsonb_build_array(m.event('evt_key_1', '2025-11-04 08:00:00+
   FROM generate_series(1, 2) n ORDER BY n;
 SELECT count(*) AS stored FROM usage_tracking.events WHERE event_id = 'evt_key_1';
 -- A resend with another created_at is another event: the key the sites keep
--- unchanged is part of the identity (see README, Idempotency).
+-- unchanged is part of the identity (see docs/operations.md, Idempotency across partitions).
 SELECT m.post(1, jsonb_build_array(m.event('evt_key_1', '2025-11-04 08:00:01+00')),
               '2025-11-04 12:10:00+00')->'duplicates' AS changed_created_at;
 SELECT count(*) AS drift FROM m.drift;

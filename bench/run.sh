@@ -107,7 +107,9 @@ statement() {  # statement IMPL KIND SEQNAME
   local impl=$1 kind=$2 seq=$3 pick
   pick="p.kind = '$kind' AND p.id = (SELECT nextval('bench.\"seq_$seq\"'))"
   case $impl in
-    project)
+    project|executor)
+      # executor: the same call with usage_tracking.direct_write off (set
+      # for its connections by measure), drawing from the project's batches.
       echo "SELECT usage_tracking.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p WHERE $pick;" ;;
     plpgsql)
       echo "SELECT plpgsql_ingest.ingest(p.body, p.sig, '$T0'::timestamptz) FROM bench.pool p WHERE $pick;" ;;
@@ -150,15 +152,21 @@ pgbench_tps() {
 # Every transaction takes the next batch from the pool by a sequence; if the
 # pool ran dry the run is repeated with a larger pool.
 measure() {
-  local impl=$1 kind=$2 secs=$3 name="${1}_$2" script tps before after attempt
+  local impl=$1 kind=$2 secs=$3 name="${1}_$2" script tps before after attempt opts=$PGOPTIONS
+  # The executor path ingests the project's next batches into the same
+  # tables, so it draws from the project's sequence.
+  if [ "$impl" = executor ]; then
+    name="project_$kind"
+    opts="$PGOPTIONS -c usage_tracking.direct_write=off"
+  fi
   q "CREATE SEQUENCE IF NOT EXISTS bench.\"seq_$name\"" >/dev/null
-  script=$WORK/$name.sql
+  script=$WORK/${impl}_$kind.sql
   statement "$impl" "$kind" "$name" >"$script"
   for attempt in 1 2 3; do
     before=$(seq_value "$name")
     [ "$impl" = resend ] || ensure_pool "$kind" $(( before + (secs * ${GUESS[$kind]} * 12) / 10 + 100 ))
     ut_log "ingest: $impl, $kind batches, ${secs}s"
-    tps=$(pgbench_tps "$name" "$script" "$secs") || exit 1
+    tps=$(PGOPTIONS=$opts pgbench_tps "${impl}_$kind" "$script" "$secs") || exit 1
     after=$(seq_value "$name")
     if [ "$impl" = resend ] || [ "$after" -le "$(pool_size "$kind")" ]; then
       break
@@ -217,7 +225,7 @@ CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 
 # ---------------------------------------------------------------- (a) ingest
 if [[ $SECTIONS == *" ingest "* ]]; then
-  compare real "$SECS" floor plpgsql project resend
+  compare real "$SECS" floor plpgsql project executor resend
   compare adv "$SECS" floor plpgsql project
   # Every batch was stored whole, and the summaries add up to the events.
   for impl in project plpgsql floor; do
@@ -253,6 +261,10 @@ if [[ $SECTIONS == *" ingest "* ]]; then
   r=$(ratio "${TPS[project_real]}" "${TPS[floor_real]}")
   result "(a) ratios" "project / plain INSERT floor, realistic" "${r}×" "≥ 1.0" \
     "$(ratio_verdict "${TPS[project_real]}" "${TPS[floor_real]}" 1.0)"
+  result "(a) ingest, 50-event batches, realistic" "project, executor path (direct_write off)" \
+    "${TPS[executor_real]} batches/s"
+  r=$(ratio "${TPS[project_real]}" "${TPS[executor_real]}")
+  result "(a) ratios" "direct path / executor path, realistic" "${r}×"
   r=$(ratio "${TPS[project_adv]}" "${TPS[plpgsql_adv]}")
   result "(a) ratios" "project / PL/pgSQL, adversarial" "${r}×" "≥ 1.5" \
     "$(ratio_verdict "${TPS[project_adv]}" "${TPS[plpgsql_adv]}" 1.5)"

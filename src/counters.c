@@ -376,7 +376,7 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 			new_row(c, old, values, nulls);
 			ut_target_to_partition(t, rri, c->probe);
 
-			ut_check_constraints(rri, c->probe, estate);
+			ut_check_constraints(rri, c->probe, estate, UT_GATE_COUNTERS);
 			ut_table_update(rel, &c->existing->tts_tid, c->probe,
 							c->snapshot, &update_indexes);
 			recheck = NIL;
@@ -391,7 +391,7 @@ ut_counters_add(UtCounters *c, const Datum *values, const bool *nulls,
 		}
 
 		/* a new key */
-		ut_check_constraints(rri, c->probe, estate);
+		ut_check_constraints(rri, c->probe, estate, UT_GATE_COUNTERS);
 		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
 		table_tuple_insert_speculative(rel, c->probe, t->cid, 0, NULL, token);
 		recheck = ut_insert_index_tuples(rri, c->probe, estate, false, true,

@@ -29,6 +29,11 @@
  * Columns the caller does not fill that need a value (a default, NOT NULL,
  * a generated expression) make ut_map_columns() (target.c) decline too.
  *
+ * Constraints that restate what ingest has established of every event
+ * (the shapes, by the same C routines; non-negative token counts) are
+ * recognised by their expression, not their name, and need no evaluation:
+ * they cannot fail.  Any other is evaluated for every row.
+ *
  * CHECK expressions are compiled once per relation and kept until the
  * catalog changes: a relcache invalidation of the relation, or any change
  * to pg_proc (a CHECK may call a function, inlined when compiled), retires
@@ -46,13 +51,17 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -254,12 +263,127 @@ usage_tracking_write_path(PG_FUNCTION_ARGS)
 
 /* Compiled CHECK constraints ----------------------------------------------- */
 
+/*
+ * What ingest has already established of every event it stores (batch.c):
+ * the four shapes, by the same C routines valid_shape() runs, and token
+ * counts that are non-negative integers with cached <= prompt, a
+ * request_id of at most 50 characters, a context that is an object.  A CHECK
+ * that only restates these, on the events table, cannot fail for a row
+ * ingest writes; anything else is evaluated.
+ */
+static bool
+is_shape_check(FuncExpr *f, TupleDesc desc)
+{
+	static const struct
+	{
+		char		kind;
+		const char *column;
+	}			shapes[] = {
+		{'e', "event_id"}, {'u', "wp_user_id_hash"}, {'s', "source"}, {'m', "model"}
+	};
+	HeapTuple	tup;
+	bool		ours = false;
+	Const	   *k;
+	Var		   *v;
+
+	if (list_length(f->args) != 2 || !IsA(linitial(f->args), Const) ||
+		!IsA(lsecond(f->args), Var))
+		return false;
+	k = linitial(f->args);
+	v = lsecond(f->args);
+	if (k->constisnull || k->consttype != CHAROID || v->varattno <= 0 ||
+		v->varattno > desc->natts)
+		return false;
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(f->funcid));
+	if (HeapTupleIsValid(tup))
+	{
+		Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+		bool		isnull;
+		Datum		src;
+
+		if (proc->prolang == ClanguageId)
+		{
+			src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
+			ours = !isnull &&
+				strcmp(TextDatumGetCString(src), "usage_tracking_valid_shape") == 0;
+		}
+		ReleaseSysCache(tup);
+	}
+	if (!ours)
+		return false;
+	for (int i = 0; i < lengthof(shapes); i++)
+		if (shapes[i].kind == DatumGetChar(k->constvalue))
+			return strcmp(NameStr(TupleDescAttr(desc, v->varattno - 1)->attname),
+						  shapes[i].column) == 0;
+	return false;
+}
+
+static bool
+is_column(Node *n, TupleDesc desc, const char *column)
+{
+	Var		   *v = (Var *) n;
+
+	return IsA(n, Var) && v->varattno > 0 && v->varattno <= desc->natts &&
+		strcmp(NameStr(TupleDescAttr(desc, v->varattno - 1)->attname), column) == 0;
+}
+
+static bool
+implied_by_ingest(Node *n, TupleDesc desc)
+{
+	if (IsA(n, BoolExpr) && ((BoolExpr *) n)->boolop == AND_EXPR)
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((BoolExpr *) n)->args)
+			if (!implied_by_ingest(lfirst(lc), desc))
+				return false;
+		return true;
+	}
+	if (IsA(n, FuncExpr))
+		return is_shape_check((FuncExpr *) n, desc);
+	if (IsA(n, OpExpr) && list_length(((OpExpr *) n)->args) == 2)
+	{
+		OpExpr	   *op = (OpExpr *) n;
+		Node	   *l = linitial(op->args);
+		Node	   *r = lsecond(op->args);
+
+		/* a token count >= 0 */
+		if (op->opfuncid == F_INT4GE && IsA(r, Const) && !((Const *) r)->constisnull &&
+			DatumGetInt32(((Const *) r)->constvalue) == 0 &&
+			(is_column(l, desc, "prompt_tokens") || is_column(l, desc, "completion_tokens") ||
+			 is_column(l, desc, "cached_prompt_tokens")))
+			return true;
+		/* cached_prompt_tokens <= prompt_tokens */
+		if (op->opfuncid == F_INT4LE && is_column(l, desc, "cached_prompt_tokens") &&
+			is_column(r, desc, "prompt_tokens"))
+			return true;
+		/* length(request_id) <= n, n >= 50: ingest counts UTF-8 characters */
+		if (op->opfuncid == F_INT4LE && IsA(l, FuncExpr) && IsA(r, Const) &&
+			(((FuncExpr *) l)->funcid == F_LENGTH_TEXT || ((FuncExpr *) l)->funcid == F_TEXTLEN) &&
+			list_length(((FuncExpr *) l)->args) == 1 &&
+			is_column(linitial(((FuncExpr *) l)->args), desc, "request_id") &&
+			!((Const *) r)->constisnull && DatumGetInt32(((Const *) r)->constvalue) >= 50 &&
+			GetDatabaseEncoding() == PG_UTF8)
+			return true;
+		/* jsonb_typeof(context) = 'object': ingest keeps context as an object */
+		if (op->opfuncid == F_TEXTEQ && IsA(l, FuncExpr) && IsA(r, Const) &&
+			((FuncExpr *) l)->funcid == F_JSONB_TYPEOF &&
+			list_length(((FuncExpr *) l)->args) == 1 &&
+			is_column(linitial(((FuncExpr *) l)->args), desc, "context") &&
+			!((Const *) r)->constisnull &&
+			strcmp(TextDatumGetCString(((Const *) r)->constvalue), "object") == 0)
+			return true;
+	}
+	return false;
+}
+
 typedef struct CheckEntry
 {
 	Oid			relid;
 	MemoryContext cxt;			/* holds the entry and its expressions */
 	int			ncheck;
 	ExprState **exprs;
+	bool		implied;		/* events: every constraint is implied by ingest */
 } CheckEntry;
 
 static List *check_entries = NIL;	/* in TopMemoryContext */
@@ -312,10 +436,42 @@ free_retired(XactEvent event, void *arg)
 	retired = NIL;
 }
 
-static ExprState **
-compiled_checks(Relation rel)
+/* The NOT NULL columns ingest fills in every event row. */
+static bool
+not_nulls_filled(TupleDesc desc)
 {
-	TupleConstr *constr = rel->rd_att->constr;
+	static const char *const filled[] = {
+		"install_id", "event_id", "wp_user_id_hash", "source", "model",
+		"prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+		"created_at", "received_at"
+	};
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		known = false;
+
+		if (att->attisdropped || !att->attnotnull)
+			continue;
+		for (int f = 0; f < lengthof(filled); f++)
+			known |= strcmp(NameStr(att->attname), filled[f]) == 0;
+		if (!known)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The entry of rel's constraints, built when missing.  kind says what is
+ * written: the CHECKs of an events table that ingest's validation implies
+ * compile to true.
+ */
+static CheckEntry *
+check_entry(Relation rel, UtGateKind kind)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	TupleConstr *constr = desc->constr;
+	int			ncheck = constr ? constr->num_check : 0;
 	Oid			relid = RelationGetRelid(rel);
 	ListCell   *lc;
 	CheckEntry *e;
@@ -325,8 +481,8 @@ compiled_checks(Relation rel)
 	foreach(lc, check_entries)
 	{
 		e = lfirst(lc);
-		if (e->relid == relid && e->ncheck == constr->num_check)
-			return e->exprs;
+		if (e->relid == relid && e->ncheck == ncheck)
+			return e;
 	}
 
 	if (!callbacks_registered)
@@ -343,18 +499,34 @@ compiled_checks(Relation rel)
 	e = palloc0(sizeof(CheckEntry));
 	e->relid = relid;
 	e->cxt = cxt;
-	e->ncheck = constr->num_check;
-	e->exprs = palloc(sizeof(ExprState *) * e->ncheck);
-	for (int i = 0; i < e->ncheck; i++)
+	e->ncheck = ncheck;
+	e->exprs = palloc0(sizeof(ExprState *) * Max(ncheck, 1));
+	e->implied = kind == UT_GATE_EVENTS && not_nulls_filled(desc);
+	for (int i = 0; i < ncheck; i++)
 	{
-		Expr	   *expr = stringToNode(constr->check[i].ccbin);
+		Node	   *expr = stringToNode(constr->check[i].ccbin);
 
-		e->exprs[i] = ExecInitExpr(expression_planner(expr), NULL);
+		if (kind == UT_GATE_EVENTS && implied_by_ingest(expr, desc))
+			expr = (Node *) makeBoolConst(true, false);
+		else
+			e->implied = false;
+		e->exprs[i] = ExecInitExpr(expression_planner((Expr *) expr), NULL);
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	check_entries = lappend(check_entries, e);
 	MemoryContextSwitchTo(old);
-	return e->exprs;
+	return e;
+}
+
+/*
+ * Whether every constraint of rel (an events table or partition) holds for
+ * any row ingest writes, so that checking them is what the INSERT would do
+ * and cannot fail.
+ */
+bool
+ut_constraints_implied(Relation rel)
+{
+	return check_entry(rel, UT_GATE_EVENTS)->implied;
 }
 
 /*
@@ -363,13 +535,18 @@ compiled_checks(Relation rel)
  * statement's error.
  */
 void
-ut_check_constraints(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)
+ut_check_constraints(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate,
+					 UtGateKind kind)
 {
 	TupleConstr *constr = rri->ri_RelationDesc->rd_att->constr;
+	CheckEntry *e;
 
 	if (constr == NULL)
 		return;
+	e = check_entry(rri->ri_RelationDesc, kind);
+	if (e->implied)
+		return;
 	if (constr->num_check > 0 && rri->ri_ConstraintExprs == NULL)
-		rri->ri_ConstraintExprs = compiled_checks(rri->ri_RelationDesc);
+		rri->ri_ConstraintExprs = e->exprs;
 	ExecConstraints(rri, slot, estate);
 }

@@ -25,7 +25,8 @@ extern bool ut_direct_write;
 extern void ut_gate_init(void);
 extern const char *ut_gate_decline(Relation rel, UtGateKind kind, bool root);
 extern bool ut_gate_allows(Relation rel, UtGateKind kind, bool root);
+extern bool ut_constraints_implied(Relation rel);
 extern void ut_check_constraints(ResultRelInfo *rri, TupleTableSlot *slot,
-								 EState *estate);
+								 EState *estate, UtGateKind kind);
 
 #endif							/* UT_GATE_H */

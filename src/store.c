@@ -204,10 +204,14 @@ typedef enum StoreResult
 
 /*
  * Whether every partition the events go to passes the gate: each event is
- * routed by its created_at alone, before anything is written.
+ * routed by its created_at alone, before anything is written.  Sets
+ * *checks_needed when one of them has a constraint that ingest's own
+ * validation does not imply (gate.c), so that it must be evaluated for
+ * every row, duplicates included.
  */
 static bool
-partitions_allow(UtTarget *t, BatchEvent **valid, int n, AttrNumber created_attno)
+partitions_allow(UtTarget *t, BatchEvent **valid, int n, AttrNumber created_attno,
+				 bool *checks_needed)
 {
 	TupleTableSlot *root = t->rootslot;
 	int			natts = root->tts_tupleDescriptor->natts;
@@ -229,6 +233,8 @@ partitions_allow(UtTarget *t, BatchEvent **valid, int n, AttrNumber created_attn
 		if (rri == last || list_member_ptr(checked, rri))
 			continue;
 		ok = ut_gate_allows(rri->ri_RelationDesc, UT_GATE_EVENTS, false);
+		if (!ut_constraints_implied(rri->ri_RelationDesc))
+			*checks_needed = true;
 		checked = lappend(checked, rri);
 		last = rri;
 	}
@@ -254,6 +260,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 	KeyProbe   *probe = NULL;
 	ResultRelInfo *scratch_rri = NULL;
 	TupleTableSlot *scratch = NULL;
+	bool		checks_needed = false;
 
 	rel = ut_table_open("events");
 	if (rel == NULL)
@@ -268,7 +275,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 	desc = RelationGetDescr(rel);
 	t = ut_target_begin(rel);
 	rootslot = t->rootslot;
-	if (!partitions_allow(t, valid, n, attnos[COL_CREATED_AT]))
+	if (!partitions_allow(t, valid, n, attnos[COL_CREATED_AT], &checks_needed))
 	{
 		ut_target_end(t);
 		return STORE_NOT_APPLICABLE;
@@ -333,8 +340,10 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 
 		if (result == STORE_ALL_DUPLICATES)
 		{
+			if (!checks_needed)
+				break;
 			ut_target_to_partition(t, rri, scratch);
-			ut_check_constraints(rri, scratch, t->estate);
+			ut_check_constraints(rri, scratch, t->estate, UT_GATE_EVENTS);
 			continue;
 		}
 
@@ -357,13 +366,18 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 			}
 			if (!is_new[i])
 			{
-				ut_target_to_partition(t, rri, scratch);
-				ut_check_constraints(rri, scratch, t->estate);
+				if (checks_needed)
+				{
+					ut_target_to_partition(t, rri, scratch);
+					ut_check_constraints(rri, scratch, t->estate, UT_GATE_EVENTS);
+				}
 				if (i == 0 && probe != NULL && digest != NULL &&
 					probe_found_digest(probe, digest))
 				{
 					memset(is_new, false, sizeof(bool) * n);
 					result = STORE_ALL_DUPLICATES;
+					if (!checks_needed)
+						break;
 					continue;
 				}
 				if (mode == STORE_OPTIMISTIC)
@@ -380,7 +394,7 @@ store_pass(const char *install_id, BatchEvent **valid, int n,
 		/* a slot of the partition's own row type that outlives this loop */
 		slot = table_slot_create(rri->ri_RelationDesc, &t->estate->es_tupleTable);
 		ut_target_to_partition(t, rri, slot);
-		ut_check_constraints(rri, slot, t->estate);
+		ut_check_constraints(rri, slot, t->estate, UT_GATE_EVENTS);
 
 		if (buf.rri != rri)
 		{

@@ -65,6 +65,14 @@ SELECT wg.try(wg.plain(t.event('wg_c2', '2025-11-03 10:02+00', 5000), :now)) AS 
 SELECT * FROM wg.stored;
 ALTER TABLE usage_tracking.events DROP CONSTRAINT wg_prompt_cap;
 
+-- A CHECK shaped like the shipped ones, on another column: ingest's own
+-- validation does not imply it, so it is evaluated (models are no sources).
+ALTER TABLE usage_tracking.events ADD CONSTRAINT wg_model_as_source
+  CHECK (usage_tracking.valid_shape('s', model)) NOT VALID;
+SELECT wg.try(wg.plain(t.event('wg_m1', '2025-11-03 10:02+00'), :now)) AS plain,
+       wg.try(wg.ingest(jsonb_build_array(t.event('wg_m1', '2025-11-03 10:02+00')), :now)) AS ingest;
+ALTER TABLE usage_tracking.events DROP CONSTRAINT wg_model_as_source;
+
 -- A CHECK on a counter table that calls a function, the function replaced
 -- later in this same session: the new definition is what both enforce.
 CREATE FUNCTION wg.cap() RETURNS bigint LANGUAGE sql IMMUTABLE AS 'SELECT 1000::bigint';

@@ -13,7 +13,9 @@
 # before CREATE EXTENSION: pg_namespace, pg_class, pg_proc, pg_type,
 # pg_depend, pg_default_acl, pg_init_privs, pg_shdepend, pg_roles,
 # pg_auth_members, pg_db_role_setting, cron.job and the settings in use.
-# Then CREATE EXTENSION again, and a signed batch is stored.
+# Then CREATE EXTENSION again, and a signed batch is stored.  Last, as
+# pg_cron runs in the extension's database here: ALTER EXTENSION UPDATE
+# renames the jobs 1.0 scheduled.
 set -uo pipefail
 ROOT=${UT_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$ROOT/tools/lib.sh"
@@ -157,4 +159,17 @@ is "$(q "SELECT (SELECT count(*) FROM usage_tracking.events) || ' ' || (SELECT s
 q "SELECT * FROM usage_tracking.schedule_maintenance()" >/dev/null
 is "$(q "SELECT count(*) FROM cron.job WHERE database = '$DB' AND jobname LIKE 'usage\_tracking\_%@$DB'")" 3 "the jobs schedule again"
 is "$(q "SELECT count(*) FROM usage_tracking.unschedule_maintenance()")" 3 "and unschedule again"
+
+# --- 1.0 jobs, pg_cron in this database: the update renames them in place ----
+q "DROP EXTENSION usage_tracking; CREATE EXTENSION usage_tracking VERSION '1.0'" >/dev/null
+q "SELECT * FROM usage_tracking.schedule_maintenance()" >/dev/null
+jobs() { q "SELECT string_agg(jobid || ' ' || jobname || ' ' || schedule, ', ' ORDER BY jobid) FROM cron.job WHERE database = '$DB'"; }
+before=$(jobs)
+is "$(echo "$before" | sed 's/[0-9]* usage/N usage/g')" \
+   "N usage_tracking_retention 0 3 * * *, N usage_tracking_reconcile 0 2 * * *, N usage_tracking_alerts */5 * * * *" \
+   "1.0 named the jobs without the database"
+q "ALTER EXTENSION usage_tracking UPDATE" >/dev/null
+is "$(jobs)" "$(echo "$before" | sed "s/usage_tracking_\([a-z]*\) /usage_tracking_\1@$DB /g")" \
+   "ALTER EXTENSION UPDATE renamed them in place (same ids and schedules)"
+is "$(q "SELECT count(*) FROM usage_tracking.unschedule_maintenance()")" 3 "unschedule_maintenance() removes them"
 finish

@@ -71,7 +71,10 @@ ut_as_pg() {
 }
 
 # ut_cluster_start DIR [CRON_DB] — initdb and start a cluster under DIR on a
-# free port, pg_cron preloaded.  Exports PGHOST, PGPORT, PGUSER, UT_CLUSTER.
+# free port, pg_cron preloaded and the extension's library loaded at the
+# start of every session (so its usage_tracking.* settings are known before
+# any of its functions runs; docs/operations.md, "Configuration").  Needs the
+# extension installed.  Exports PGHOST, PGPORT, PGUSER, UT_CLUSTER.
 ut_cluster_start() {
   local dir=$1 cron_db=${2:-postgres}
   mkdir -p "$dir"
@@ -86,6 +89,7 @@ port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 shared_preload_libraries = 'pg_cron'
+session_preload_libraries = 'usage_tracking'
 cron.database_name = '$cron_db'
 max_connections = 100
 shared_buffers = 256MB

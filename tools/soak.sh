@@ -33,13 +33,20 @@ ut_build_install || exit 1
 SOAK=$(mktemp -d /tmp/usage_tracking_soak.XXXXXX)
 export UT_WORK=$SOAK UT_ROOT=$ROOT
 PIDS=()
+# Stops what the run started (workers, gateway, cluster) and keeps the exit
+# status the run ended with.  It waits for the workers by pid only: a bare
+# `wait` would also wait for the gateway, which never exits on its own.
 cleanup() {
-  local p
+  local rc=$? p
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+  if [ -n "${GW_PID:-}" ]; then
+    kill "$GW_PID" 2>/dev/null
+    wait "$GW_PID" 2>/dev/null
+  fi
   ut_cluster_stop "$SOAK"
   [ -n "${SOAK_KEEP:-}" ] || rm -rf "$SOAK"
+  exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -244,4 +251,4 @@ bad=0
 [ "$growth_bad" -eq 0 ] || bad=1
 [ "$missing" -eq 0 ] && [ "$twice" -eq 0 ] && [ "$drift" -eq 0 ] && [ "$requests" -eq "$stored" ] && [ "$acked" -eq "$stored" ] || bad=1
 [ $bad -eq 0 ] && echo "soak: PASS" || echo "soak: FAIL"
-[ $bad -eq 0 ]
+exit "$bad"

@@ -32,7 +32,7 @@ q -d "$DB" -c "CREATE EXTENSION pgcrypto" -c "CREATE EXTENSION usage_tracking" >
 q -d "$CRON_DB" -c "CREATE EXTENSION IF NOT EXISTS pg_cron" >/dev/null 2>&1 || fail "create pg_cron in $CRON_DB"
 
 stmts=$(q -d "$DB" -c "SELECT * FROM usage_tracking.schedule_maintenance('* * * * *', '* * * * *', '* * * * *')" 2>/dev/null)
-echo "$stmts" | grep -q "cron.schedule_in_database('usage_tracking_retention'" || fail "no statements printed: $stmts"
+echo "$stmts" | grep -q "cron.schedule_in_database('usage_tracking_retention@$DB'" || fail "no statements printed: $stmts"
 echo "ok - schedule_maintenance() printed the statements for database $CRON_DB"
 echo "$stmts" | q -d "$CRON_DB" >/dev/null || fail "the printed statements do not run"
 jobs=$(q -d "$CRON_DB" -c "SELECT string_agg(jobname, ' ' ORDER BY jobname) FROM cron.job WHERE database = '$DB'")

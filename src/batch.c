@@ -12,6 +12,7 @@
  */
 #ifdef FRONTEND
 #include "postgres_fe.h"
+#define CHECK_FOR_INTERRUPTS() ((void) 0)	/* no backend in the fuzz harness */
 #else
 #include "postgres.h"
 

@@ -119,14 +119,14 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('CREATE TABLE @extschema@.%I (LIKE @extschema@.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
-                   part, parent);
-    EXECUTE format('WITH moved AS (DELETE FROM @extschema@.%I WHERE %I >= %s AND %I < %s RETURNING *) '
-                   'INSERT INTO @extschema@.%I SELECT * FROM moved',
-                   parent || '_default', keycol, lo, keycol, hi, part);
+    EXECUTE pg_catalog.format('CREATE TABLE @extschema@.%I (LIKE @extschema@.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                              part, parent);
+    EXECUTE pg_catalog.format('WITH moved AS (DELETE FROM @extschema@.%I WHERE %I >= %s AND %I < %s RETURNING *) '
+                              'INSERT INTO @extschema@.%I SELECT * FROM moved',
+                              parent || '_default', keycol, lo, keycol, hi, part);
     PERFORM @extschema@._index_partition(parent, part);
-    EXECUTE format('ALTER TABLE @extschema@.%I ATTACH PARTITION @extschema@.%I FOR VALUES FROM (%s) TO (%s)',
-                   parent, part, lo, hi);
+    EXECUTE pg_catalog.format('ALTER TABLE @extschema@.%I ATTACH PARTITION @extschema@.%I FOR VALUES FROM (%s) TO (%s)',
+                              parent, part, lo, hi);
 END
 $$;
 COMMENT ON FUNCTION @extschema@._attach_partition(text, text, text, text, text) IS

@@ -3,8 +3,8 @@
  * src/summary.c
  *		Keep usage_tracking.daily and the governance counters current for
  *		new events: sum them per key in memory, price them, and add to each
- *		row once, in key order — through counters.c, or an INSERT … ON
- *		CONFLICT DO UPDATE statement where counters.c declines.  Ingest calls
+ *		row once, in key order — through counters.c, or an UPDATE and an
+ *		INSERT statement per row where counters.c declines.  Ingest calls
  *		ut_summarize() with the events it stored; for any other INSERT an
  *		AFTER INSERT statement trigger on usage_tracking.events reads the
  *		rows the statement inserted (its transition table; duplicates
@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -40,23 +41,35 @@
 
 PG_FUNCTION_INFO_V1(usage_tracking_events_summarize);
 
-static SPIPlanPtr upsert_plan = NULL;
+/*
+ * Where counters.c declines, each daily row is added by an UPDATE and, when
+ * there is no row yet, an INSERT ... ON CONFLICT DO NOTHING; a row another
+ * transaction inserted meanwhile is then updated.  Neither names a unique
+ * index of the daily parent: since 1.1 only its partitions have one.
+ */
+static SPIPlanPtr daily_update_plan = NULL;
+static SPIPlanPtr daily_insert_plan = NULL;
 
-static const char *upsert_sql =
-"INSERT INTO usage_tracking.daily AS d (install_id, usage_date, wp_user_id_hash,"
+static const char *daily_update_sql =
+"UPDATE usage_tracking.daily AS d SET"
+"  total_requests = d.total_requests + $6,"
+"  prompt_tokens = d.prompt_tokens + $7,"
+"  completion_tokens = d.completion_tokens + $8,"
+"  cached_prompt_tokens = d.cached_prompt_tokens + $9,"
+"  estimated_cost_usd = CASE WHEN d.estimated_cost_usd IS NULL THEN $10"
+"    WHEN $10 IS NULL THEN d.estimated_cost_usd"
+"    ELSE d.estimated_cost_usd + $10 END,"
+"  unpriced_requests = d.unpriced_requests + $11"
+" WHERE d.install_id = $1 COLLATE \"C\" AND d.usage_date = $2"
+"   AND d.wp_user_id_hash = $3 COLLATE \"C\" AND d.source = $4 COLLATE \"C\""
+"   AND d.model = $5 COLLATE \"C\"";
+
+static const char *daily_insert_sql =
+"INSERT INTO usage_tracking.daily (install_id, usage_date, wp_user_id_hash,"
 "  source, model, total_requests, prompt_tokens, completion_tokens,"
 "  cached_prompt_tokens, estimated_cost_usd, unpriced_requests)"
-" SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[],"
-"  $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::numeric[], $11::int8[])"
-" ON CONFLICT (install_id, usage_date, wp_user_id_hash, source, model) DO UPDATE SET"
-"  total_requests = d.total_requests + EXCLUDED.total_requests,"
-"  prompt_tokens = d.prompt_tokens + EXCLUDED.prompt_tokens,"
-"  completion_tokens = d.completion_tokens + EXCLUDED.completion_tokens,"
-"  cached_prompt_tokens = d.cached_prompt_tokens + EXCLUDED.cached_prompt_tokens,"
-"  estimated_cost_usd = CASE WHEN d.estimated_cost_usd IS NULL THEN EXCLUDED.estimated_cost_usd"
-"    WHEN EXCLUDED.estimated_cost_usd IS NULL THEN d.estimated_cost_usd"
-"    ELSE d.estimated_cost_usd + EXCLUDED.estimated_cost_usd END,"
-"  unpriced_requests = d.unpriced_requests + EXCLUDED.unpriced_requests";
+" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+" ON CONFLICT DO NOTHING";
 
 static int
 key_cmp(const SummaryRow *a, const SummaryRow *b)
@@ -248,58 +261,48 @@ add_daily(UtCounters *c, DailyDelta *d, int nkeys)
 	return nkeys;
 }
 
-/* Upsert the daily deltas with one SQL statement, a column an array. */
+/* Add the daily deltas with SQL statements, row by row, in key order. */
 static void
 upsert_daily(DailyDelta *d, int nkeys)
 {
-	static const Oid elem_types[DAILY_NCOLS] = {TEXTOID, DATEOID, TEXTOID, TEXTOID,
+	static const Oid types[DAILY_NCOLS] = {TEXTOID, DATEOID, TEXTOID, TEXTOID,
 		TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID};
-	Datum	   *cols[DAILY_NCOLS];
-	bool	   *col_nulls[DAILY_NCOLS];
-	Datum		args[DAILY_NCOLS];
-	int			dims[1] = {nkeys};
-	int			lbs[1] = {1};
-	int			ret;
 
-	for (int c = 0; c < DAILY_NCOLS; c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * nkeys);
-		col_nulls[c] = palloc(sizeof(bool) * nkeys);
-	}
+	if (daily_update_plan == NULL)
+		daily_update_plan = ut_prepare_kept(daily_update_sql, DAILY_NCOLS, (Oid *) types);
+	if (daily_insert_plan == NULL)
+		daily_insert_plan = ut_prepare_kept(daily_insert_sql, DAILY_NCOLS, (Oid *) types);
+
 	for (int k = 0; k < nkeys; k++)
 	{
 		Datum		v[DAILY_NCOLS];
 		bool		nulls[DAILY_NCOLS];
+		char		n[DAILY_NCOLS];
+		int			ret;
 
 		daily_row(&d[k], v, nulls);
 		for (int c = 0; c < DAILY_NCOLS; c++)
+			n[c] = nulls[c] ? 'n' : ' ';
+		for (int attempt = 0;; attempt++)
 		{
-			cols[c][k] = v[c];
-			col_nulls[c][k] = nulls[c];
+			ret = SPI_execute_plan(daily_update_plan, v, n, false, 0);
+			if (ret != SPI_OK_UPDATE)
+				elog(ERROR, "summary update failed: %s", SPI_result_code_string(ret));
+			if (SPI_processed > 0)
+				break;
+			ret = SPI_execute_plan(daily_insert_plan, v, n, false, 0);
+			if (ret != SPI_OK_INSERT)
+				elog(ERROR, "summary insert failed: %s", SPI_result_code_string(ret));
+			if (SPI_processed > 0)
+				break;
+			/* another transaction inserted the row meanwhile */
+			if (IsolationUsesXactSnapshot() || attempt >= 3)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to concurrent insert"),
+						 errhint("Retry the transaction.")));
 		}
 	}
-	for (int c = 0; c < DAILY_NCOLS; c++)
-	{
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-
-		get_typlenbyvalalign(elem_types[c], &typlen, &typbyval, &typalign);
-		args[c] = PointerGetDatum(construct_md_array(cols[c], col_nulls[c], 1, dims, lbs,
-													 elem_types[c], typlen, typbyval, typalign));
-	}
-
-	if (upsert_plan == NULL)
-	{
-		Oid			types[DAILY_NCOLS];
-
-		for (int c = 0; c < DAILY_NCOLS; c++)
-			types[c] = get_array_type(elem_types[c]);
-		upsert_plan = ut_prepare_kept(upsert_sql, DAILY_NCOLS, types);
-	}
-	ret = SPI_execute_plan(upsert_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "summary upsert failed: %s", SPI_result_code_string(ret));
 }
 
 /*

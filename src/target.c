@@ -111,17 +111,33 @@ ut_target_begin(Relation rel)
 	return t;
 }
 
-/* Make the unique indexes of a result relation ready for conflict probes. */
+/*
+ * Make the unique indexes of a result relation ready for conflict probes.
+ * A partition must have one: since 1.1 the partitioned parents carry no
+ * index (so that pg_dump output restores), and a partition attached by hand
+ * without the primary key would take every resent key again.
+ */
 static void
-prepare_probes(ResultRelInfo *rri)
+prepare_probes(UtTarget *t, ResultRelInfo *rri)
 {
+	bool		unique = false;
+
 	for (int i = 0; i < rri->ri_NumIndices; i++)
 	{
 		IndexInfo  *ii = rri->ri_IndexRelationInfo[i];
 
 		if (ii->ii_Unique && ii->ii_UniqueOps == NULL)
 			BuildSpeculativeIndexInfo(rri->ri_IndexRelationDescs[i], ii);
+		unique |= ii->ii_Unique;
 	}
+	if (t->proute != NULL && !unique)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("partition \"%s\" of %s has no primary key",
+						RelationGetRelationName(rri->ri_RelationDesc),
+						RelationGetRelationName(t->rel)),
+				 errhint("Partitions made by usage_tracking.ensure_partitions() have one; "
+						 "give a partition attached by hand the primary key of the others.")));
 }
 
 /*
@@ -140,7 +156,7 @@ ut_target_route(UtTarget *t)
 								t->estate);
 	if (!list_member_ptr(t->prepared, rri))
 	{
-		prepare_probes(rri);
+		prepare_probes(t, rri);
 		t->prepared = lappend(t->prepared, rri);
 	}
 	return rri;

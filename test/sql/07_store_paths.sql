@@ -96,7 +96,9 @@ SELECT (SELECT sum(recorded) FROM usage_tracking.quota_usage q
                          FROM usage_tracking.events WHERE install_id = :inst GROUP BY 1) AS hourly_exact;
 
 -- A summary partition whose columns are in another order than the parent's
--- (and one dropped): rows are converted on the way in and out.
+-- (and one dropped): rows are converted on the way in and out.  Attached by
+-- hand, a partition needs the primary key of the others (the parents carry
+-- none): without it, ingest refuses to write there.
 CREATE TABLE t.daily_odd (gone int, unpriced_requests bigint NOT NULL DEFAULT 0,
   estimated_cost_usd numeric, cached_prompt_tokens bigint NOT NULL DEFAULT 0,
   completion_tokens bigint NOT NULL DEFAULT 0, prompt_tokens bigint NOT NULL DEFAULT 0,
@@ -105,6 +107,10 @@ CREATE TABLE t.daily_odd (gone int, unpriced_requests bigint NOT NULL DEFAULT 0,
   usage_date date NOT NULL, install_id text COLLATE "C" NOT NULL);
 ALTER TABLE t.daily_odd DROP COLUMN gone;
 ALTER TABLE usage_tracking.daily ATTACH PARTITION t.daily_odd FOR VALUES FROM ('2025-09-01') TO ('2025-10-01');
+SELECT t.post(t.batch(:inst, jsonb_build_array(
+         t.event('sp_odd_1', '2025-09-15 08:59:00+00', source => 'inline'))), :secret, :now)->'received' AS received;
+SELECT count(*) AS stored FROM usage_tracking.events WHERE event_id = 'sp_odd_1';
+ALTER TABLE t.daily_odd ADD PRIMARY KEY (install_id, usage_date, wp_user_id_hash, source, model);
 SELECT t.post(t.batch(:inst, jsonb_build_array(
          t.event('sp_12', '2025-09-15 09:00:00+00', source => 'inline'),
          t.event('sp_13', '2025-09-15 09:01:00+00', source => 'inline'))), :secret, :now)->'received' AS received;

@@ -7,8 +7,9 @@
 \set VERBOSITY terse
 \c ut_maint
 SET client_min_messages = warning;
-SELECT pg_get_constraintdef(oid) AS events_key FROM pg_constraint
- WHERE conrelid = 'usage_tracking.events'::regclass AND contype = 'p';
+SELECT DISTINCT pg_get_constraintdef(c.oid) AS events_key
+  FROM pg_constraint c JOIN pg_inherits i ON i.inhrelid = c.conrelid
+ WHERE i.inhparent = 'usage_tracking.events'::regclass AND c.contype = 'p';
 -- Every unique index of events, daily and event_voids and of all their
 -- partitions (default ones included), with whether install_id is a key.
 SELECT CASE WHEN c.relname ~ '_p[0-9]+$' THEN regexp_replace(c.relname, '_p[0-9]+$', '_pN') ELSE c.relname END AS tab,

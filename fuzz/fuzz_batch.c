@@ -69,6 +69,17 @@ chars_in(const char *s, size_t minlen, size_t maxlen, const char *extra)
 	return true;
 }
 
+/* Characters of a UTF-8 string: the bytes that do not continue one. */
+static size_t
+utf8_length(const char *s)
+{
+	size_t		n = 0;
+
+	for (; *s; s++)
+		n += ((unsigned char) *s & 0xC0) != 0x80;
+	return n;
+}
+
 static bool
 lower_hex(const char *s, size_t len)
 {
@@ -136,8 +147,8 @@ check_accepted(const char *body, size_t len, const BatchEvent *ev)
 				ev->cached_prompt_tokens <= ev->prompt_tokens);
 	FUZZ_ASSERT(!ev->has_total ||
 				ev->total_tokens == ev->prompt_tokens + ev->completion_tokens);
-	/* request_id: length(request_id) <= 50 */
-	FUZZ_ASSERT(ev->request_id == NULL || strlen(ev->request_id) <= 50);
+	/* request_id: length(request_id) <= 50, in characters (UTF-8) */
+	FUZZ_ASSERT(ev->request_id == NULL || utf8_length(ev->request_id) <= 50);
 	/* context: a JSON object slice of the body, at most 4 KiB */
 	if (ev->context)
 	{

@@ -213,7 +213,9 @@ BEGIN
         EXECUTE 'UPDATE cron.job c SET jobname = $2 WHERE c.jobid = $1'
                 ' AND NOT EXISTS (SELECT 1 FROM cron.job o WHERE o.jobname = $2 AND o.username = c.username)'
           USING j.jobid, @extschema@._job_name(pg_catalog.substr(j.jobname, 16));
-
+    END LOOP;
+END
+$$;
 
 -- == Backup and restore ==
 -- pg_dump of a database with usage_tracking restores into a fresh cluster
@@ -360,16 +362,6 @@ BEGIN
     END LOOP;
 END
 $$;
-
--- == The direct write path's gate ==
-
-CREATE FUNCTION @extschema@.write_path(tbl regclass)
-RETURNS text
-AS 'MODULE_PATHNAME', 'usage_tracking_write_path'
-LANGUAGE C STABLE STRICT;
-COMMENT ON FUNCTION @extschema@.write_path(regclass) IS
-    'How ingest writes tbl (usage_tracking.events, a counter table, or a partition of one) for the current user: ''direct'', or why it goes through the executor instead (a trigger, a rule, row-level security, a publication, an executor hook, ...). Both ways give the same rows; see "What ingest guarantees" in docs/reference.md.';
-REVOKE ALL ON FUNCTION @extschema@.write_path(regclass) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION @extschema@.reconcile(day date, repair boolean DEFAULT true)
 RETURNS jsonb
@@ -534,3 +526,13 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.reconcile(date, boolean) IS
     'Re-derive the daily summaries of one UTC day from its raw events (voided events excluded, priced at the rows in force), report every row that drifted (the first 100 in "drift", stored against expected) and, unless repair is false, repair them. Refuses days whose raw events have expired.';
+
+-- == The direct write path's gate ==
+
+CREATE FUNCTION @extschema@.write_path(tbl regclass)
+RETURNS text
+AS 'MODULE_PATHNAME', 'usage_tracking_write_path'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION @extschema@.write_path(regclass) IS
+    'How ingest writes tbl (usage_tracking.events, a counter table, or a partition of one) for the current user: ''direct'', or why it goes through the executor instead (a trigger, a rule, row-level security, a publication, an executor hook, ...). Both ways give the same rows; see "What ingest guarantees" in docs/reference.md.';
+REVOKE ALL ON FUNCTION @extschema@.write_path(regclass) FROM PUBLIC;

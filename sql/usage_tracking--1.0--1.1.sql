@@ -253,7 +253,7 @@ RETURNS integer
 AS 'MODULE_PATHNAME', 'usage_tracking_window_retry_after'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.window_retry_after(bigint[], timestamptz, timestamptz, bigint) IS
-    'Seconds from now (rounded up) until the oldest slots of a window (slot 1 = at_minute) that add up to excess have left it; NULL when even an empty window is not enough. The retry_after_s of ingest''s 429 and of authorize().';
+    'Seconds from now (rounded up; negative once they have left) until the oldest slots of a window (slot 1 = at_minute) that add up to excess have left it; NULL when even an empty window is not enough. The retry_after_s of ingest''s 429 and of authorize().';
 
 CREATE OR REPLACE FUNCTION @extschema@.quota_level(used bigint, monthly_requests bigint,
                                                    warning_pct integer, critical_pct integer,

@@ -12,6 +12,9 @@
  */
 #ifdef FRONTEND
 #include "postgres_fe.h"
+
+/* Built without the backend (fuzz/): there is nothing to interrupt. */
+#define CHECK_FOR_INTERRUPTS() ((void) 0)
 #else
 #include "postgres.h"
 

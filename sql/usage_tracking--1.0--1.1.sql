@@ -229,8 +229,9 @@ REVOKE ALL ON FUNCTION @extschema@.write_path(regclass) FROM PUBLIC;
 
 -- == Each rule in one place ==
 -- Each business rule has one home, and the other languages call it:
---   the 5-minute window, retry-after and the quota level: src/quota.c
---     (window_shift, window_retry_after and quota_level are C from 1.1);
+--   the 5-minute window, its admission, retry-after and the quota level:
+--     src/quota.c (window_shift, window_retry_after and quota_level are C
+--     from 1.1; authorize() admits with window_admit);
 --   pricing: src/pricing.c (event_cost is C; reconcile() prices with it);
 --   the install_id shape: src/batch.c (register_installation() asks
 --     valid_shape('i', ...));
@@ -263,6 +264,148 @@ AS 'MODULE_PATHNAME', 'usage_tracking_quota_level'
 LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.quota_level(bigint, bigint, integer, integer, integer) IS
     'ok, warning, critical or blocked for used requests against a monthly limit (NULL: unlimited, always ok) and its thresholds in percent (a NULL threshold is never reached). The level of ingest''s quota verdict.';
+
+CREATE FUNCTION @extschema@.window_admit(slots bigint[], slot_minute timestamptz, now timestamptz,
+                                         n bigint, lim bigint,
+                                         OUT admitted boolean, OUT at_minute timestamptz,
+                                         OUT new_slots bigint[], OUT retry_after_s integer)
+RETURNS record
+AS 'MODULE_PATHNAME', 'usage_tracking_window_admit'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.window_admit(bigint[], timestamptz, timestamptz, bigint, bigint) IS
+    'The admission rule of a 5-slot per-minute window (slot 1 = slot_minute; NULL: an empty one), the one ingest''s post rate and authorize() use: moved on to the minute of now, does it admit n more within lim? new_slots is the moved window with n counted when admitted, at_minute its slot 1; retry_after_s, when refused, is window_retry_after() of the excess (NULL when never). NULL when now, n or lim is NULL.';
+REVOKE ALL ON FUNCTION @extschema@.window_admit(bigint[], timestamptz, timestamptz, bigint, bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@.authorize(install_id text, requests integer DEFAULT 1,
+                                      tokens bigint DEFAULT 0,
+                                      now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    acc     text;
+    active  boolean;
+    lim     bigint;
+    warn    integer;
+    crit    integer;
+    blk     integer;
+    rreq    integer;
+    rtok    bigint;
+    h       timestamptz := date_trunc('hour', now, 'UTC');
+    mon     date := date_trunc('month', now AT TIME ZONE 'UTC')::date;
+    st      @extschema@.rate_state;
+    wreq    record;
+    wtok    record;
+    used    bigint;
+    retry   integer;
+BEGIN
+    IF requests IS NULL OR requests < 1 OR tokens IS NULL OR tokens < 0 OR now IS NULL THEN
+        RAISE EXCEPTION 'requests must be at least 1 and tokens at least 0' USING ERRCODE = '22023';
+    END IF;
+
+    SELECT i.account_id, i.status = 'active' AND a.status = 'active',
+           p.monthly_requests, p.warning_pct, p.critical_pct, p.block_pct,
+           p.rate_requests_5m, p.rate_tokens_5m, coalesce(q.recorded + q.pending, 0)
+      INTO acc, active, lim, warn, crit, blk, rreq, rtok, used
+      FROM @extschema@.installations i
+      JOIN @extschema@.accounts a USING (account_id)
+      JOIN @extschema@.plans p USING (plan)
+      LEFT JOIN @extschema@.quota_usage q ON q.account_id = i.account_id AND q.month = mon
+     WHERE i.install_id = authorize.install_id;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('allowed', false, 'level', NULL,
+                                  'reason', 'unknown_installation', 'retry_after_s', NULL);
+    END IF;
+    IF NOT active THEN
+        RETURN jsonb_build_object('allowed', false,
+                                  'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                                  'reason', 'suspended', 'retry_after_s', NULL);
+    END IF;
+    IF requests > rreq OR tokens > rtok OR requests::bigint * 100 > lim * blk THEN
+        RETURN jsonb_build_object('allowed', false,
+                                  'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                                  'reason', 'too_large', 'retry_after_s', NULL);
+    END IF;
+
+    -- Reservations are soft state (the events re-count every call): commit
+    -- them without waiting for the WAL flush, as a rate limiter may.  A
+    -- crash can forget the last few hundred milliseconds of admissions.
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+
+    -- Rate: the installation's row serializes its callers.
+    SELECT r.* INTO st FROM @extschema@.rate_state r
+     WHERE r.install_id = authorize.install_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO @extschema@.rate_state (install_id, minute, requests, tokens, hour)
+        VALUES (authorize.install_id, date_trunc('minute', now, 'UTC'), '{0,0,0,0,0}', '{0,0,0,0,0}', h)
+        ON CONFLICT DO NOTHING;
+        SELECT r.* INTO st FROM @extschema@.rate_state r
+         WHERE r.install_id = authorize.install_id FOR NO KEY UPDATE;
+    END IF;
+    -- The windows' admission rule is ingest's (window_admit, src/quota.c).
+    SELECT * INTO wreq FROM @extschema@.window_admit(st.requests, st.minute, now, requests, rreq);
+    SELECT * INTO wtok FROM @extschema@.window_admit(st.tokens, st.minute, now, tokens, rtok);
+    IF NOT wreq.admitted OR NOT wtok.admitted THEN
+        retry := greatest(wreq.retry_after_s, wtok.retry_after_s);
+        RETURN jsonb_build_object('allowed', false,
+                                  'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                                  'reason', 'rate_limited', 'retry_after_s', retry);
+    END IF;
+
+    -- Quota: reserve on the account's row, or refuse.  A plain UPDATE first:
+    -- waiters queue on the row in arrival order.
+    UPDATE @extschema@.quota_usage q
+       SET admitted = q.admitted + authorize.requests,
+           pending = q.pending + authorize.requests
+     WHERE q.account_id = acc AND q.month = mon
+       AND (lim IS NULL OR (q.recorded + q.pending + authorize.requests) * 100 <= lim * blk)
+    RETURNING q.recorded + q.pending INTO used;
+    IF NOT FOUND THEN
+        -- Refused, or the account's first call of the month.
+        INSERT INTO @extschema@.quota_usage AS q (account_id, month, admitted, pending)
+        VALUES (acc, mon, requests, requests)
+        ON CONFLICT ON CONSTRAINT quota_usage_pkey DO UPDATE
+           SET admitted = q.admitted + EXCLUDED.admitted,
+               pending = q.pending + EXCLUDED.pending
+         WHERE lim IS NULL OR (q.recorded + q.pending + EXCLUDED.pending) * 100 <= lim * blk
+        RETURNING q.recorded + q.pending INTO used;
+    END IF;
+    IF NOT FOUND THEN
+        SELECT q.recorded + q.pending INTO used
+          FROM @extschema@.quota_usage q WHERE q.account_id = acc AND q.month = mon;
+        RETURN jsonb_build_object('allowed', false,
+                                  'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                                  'reason', 'quota_exceeded',
+                                  'retry_after_s', ceil(extract(epoch FROM
+                                      ((mon + interval '1 month')::timestamp AT TIME ZONE 'UTC') - now))::integer);
+    END IF;
+
+    -- Admitted: count it in the window (window_admit did) and the hour.
+    IF h > st.hour THEN
+        IF h = st.hour + interval '1 hour' THEN
+            st.prev_hour_requests := st.hour_requests;
+            st.prev_hour_tokens := st.hour_tokens;
+        ELSE
+            st.prev_hour_requests := 0;
+            st.prev_hour_tokens := 0;
+        END IF;
+        st.hour := h;
+        st.hour_requests := 0;
+        st.hour_tokens := 0;
+    END IF;
+    UPDATE @extschema@.rate_state r
+       SET minute = wreq.at_minute, requests = wreq.new_slots, tokens = wtok.new_slots, hour = st.hour,
+           hour_requests = st.hour_requests + authorize.requests,
+           hour_tokens = st.hour_tokens + authorize.tokens,
+           prev_hour_requests = st.prev_hour_requests,
+           prev_hour_tokens = st.prev_hour_tokens
+     WHERE r.install_id = authorize.install_id;
+    RETURN jsonb_build_object('allowed', true,
+                              'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                              'reason', 'ok', 'retry_after_s', NULL);
+END
+$$;
 
 CREATE OR REPLACE FUNCTION @extschema@.event_cost(model text, created_at timestamptz,
                                                   prompt_tokens bigint, completion_tokens bigint,

@@ -27,6 +27,7 @@
 #include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -39,6 +40,7 @@ PG_FUNCTION_INFO_V1(usage_tracking_ingest_quota);
 PG_FUNCTION_INFO_V1(usage_tracking_window_shift);
 PG_FUNCTION_INFO_V1(usage_tracking_window_retry_after);
 PG_FUNCTION_INFO_V1(usage_tracking_quota_level);
+PG_FUNCTION_INFO_V1(usage_tracking_window_admit);
 
 #define WINDOW_SLOTS UT_WINDOW_SLOTS
 
@@ -59,6 +61,13 @@ static const char *window_sql =
 "  posts = (SELECT ARRAY[s[1] + 1] || s[2:5] FROM usage_tracking.window_shift("
 "            w.posts, w.minute, greatest(w.minute, EXCLUDED.minute)) s)"
 " RETURNING w.minute, w.posts";
+
+/* The minute now is in (UTC minutes: zones have whole-minute offsets). */
+static inline TimestampTz
+minute_of(TimestampTz now)
+{
+	return now - ((now % USECS_PER_MINUTE) + USECS_PER_MINUTE) % USECS_PER_MINUTE;
+}
 
 /*
  * The window rule.  slots[0] counts the minute slot_minute, slots[i] the
@@ -166,6 +175,38 @@ ut_window_retry_after(const int64 *slots, TimestampTz at_minute, TimestampTz now
 		}
 	}
 	return false;
+}
+
+/*
+ * The admission rule of a window: moved on to the minute of now (a window
+ * from a later minute stays as it is), it admits n more while its slots then
+ * hold at most limit - n; admitted, they are counted in slot 1.  Refused,
+ * *can_retry and *retry_after_s tell when the excess will have left.
+ * ingest asks it with n = 0 once its post is counted; authorize() (through
+ * window_admit()) before it counts.
+ */
+bool
+ut_window_admit(int64 *slots, TimestampTz *slot_minute, TimestampTz now, int64 n,
+				int64 limit, bool *can_retry, int *retry_after_s)
+{
+	TimestampTz minute = minute_of(now);
+	int64		total = 0;
+
+	if (minute > *slot_minute)
+	{
+		ut_window_shift(slots, *slot_minute, minute);
+		*slot_minute = minute;
+	}
+	for (int i = 0; i < WINDOW_SLOTS; i++)
+		total += slots[i];
+	if (total + n > limit)
+	{
+		*can_retry = ut_window_retry_after(slots, *slot_minute, now, total + n - limit,
+										   retry_after_s);
+		return false;
+	}
+	slots[0] += n;
+	return true;
 }
 
 /* used * 100 >= limit * pct, in bigint arithmetic (out of range: an error) */
@@ -286,7 +327,7 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 				int64 new_requests, TimestampTz now, const UtQuotaPlan *known,
 				UtQuotaPlan *verdict, UtRateLimited *limited)
 {
-	TimestampTz minute = now - now % USECS_PER_MINUTE;
+	TimestampTz minute = minute_of(now);
 	Datum		args[2];
 	bool		isnull;
 	int			ret;
@@ -364,21 +405,14 @@ ut_ingest_quota(const char *install_id, const char *account_id,
 	}
 
 	*verdict = plan;
-	if (new_requests > 0)
-	{
-		int64		total = 0;
 
-		for (int i = 0; i < WINDOW_SLOTS; i++)
-			total += slots[i];
-		if (total > plan.rate_requests_5m)
-		{
-			limited->rate_requests_5m = plan.rate_requests_5m;
-			limited->can_retry =
-				ut_window_retry_after(slots, window_minute, now,
-									  total - plan.rate_requests_5m,
-									  &limited->retry_after_s);
-			return false;
-		}
+	/* The window with this post counted must hold no more than the rate. */
+	if (new_requests > 0 &&
+		!ut_window_admit(slots, &window_minute, now, 0, plan.rate_requests_5m,
+						 &limited->can_retry, &limited->retry_after_s))
+	{
+		limited->rate_requests_5m = plan.rate_requests_5m;
+		return false;
 	}
 	return true;
 }
@@ -474,4 +508,50 @@ usage_tracking_quota_level(PG_FUNCTION_ARGS)
 	}
 	PG_RETURN_TEXT_P(cstring_to_text(quota_level(PG_GETARG_INT64(0), PG_GETARG_INT64(1),
 												 pct, pct_null)));
+}
+
+/*
+ * SQL function: window_admit(slots bigint[], slot_minute timestamptz,
+ *                            now timestamptz, n bigint, lim bigint,
+ *                            OUT admitted boolean, OUT at_minute timestamptz,
+ *                            OUT new_slots bigint[], OUT retry_after_s integer)
+ * ut_window_admit() from SQL.  A NULL window is an empty one at the minute
+ * of now; new_slots is the window moved on, with n counted when admitted.
+ */
+Datum
+usage_tracking_window_admit(PG_FUNCTION_ARGS)
+{
+	int64		slots[WINDOW_SLOTS] = {0};
+	Datum		elems[WINDOW_SLOTS];
+	TimestampTz now;
+	TimestampTz minute;
+	bool		admitted;
+	bool		can_retry = false;
+	int			retry = 0;
+	TupleDesc	desc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	if (PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(4))
+		PG_RETURN_NULL();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "window_admit must return a record");
+	now = PG_GETARG_TIMESTAMPTZ(2);
+	minute = minute_of(now);
+	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1))
+	{
+		ut_window_from_array(PG_GETARG_DATUM(0), slots);
+		minute = PG_GETARG_TIMESTAMPTZ(1);
+	}
+	admitted = ut_window_admit(slots, &minute, now, PG_GETARG_INT64(3), PG_GETARG_INT64(4),
+							   &can_retry, &retry);
+	for (int i = 0; i < WINDOW_SLOTS; i++)
+		elems[i] = Int64GetDatum(slots[i]);
+	values[0] = BoolGetDatum(admitted);
+	values[1] = TimestampTzGetDatum(minute);
+	values[2] = PointerGetDatum(construct_array(elems, WINDOW_SLOTS, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[3] = Int32GetDatum(retry);
+	nulls[3] = admitted || !can_retry;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

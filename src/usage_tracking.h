@@ -124,6 +124,8 @@ extern void ut_window_shift(int64 *slots, TimestampTz slot_minute, TimestampTz a
 extern void ut_window_from_array(Datum array, int64 *slots);
 extern bool ut_window_retry_after(const int64 *slots, TimestampTz at_minute,
 								  TimestampTz now, int64 excess, int *seconds);
+extern bool ut_window_admit(int64 *slots, TimestampTz *slot_minute, TimestampTz now,
+							int64 n, int64 limit, bool *can_retry, int *retry_after_s);
 extern void ut_rate_limited_text(const UtRateLimited *r, char **message, char **detail,
 								 const char **hint);
 extern void ut_raise_rate_limited(const UtRateLimited *r) pg_attribute_noreturn();

@@ -44,6 +44,23 @@ SELECT usage_tracking.window_retry_after('{1,0,0,0,0}', '2025-11-03 12:00:00+00'
        usage_tracking.window_retry_after('{1,0,0,0,0}', '2025-11-03 12:00:00+00', '2025-11-03 12:00:00+00', 2) AS never,
        usage_tracking.window_shift(NULL, NULL, '2025-11-03 12:00:00+00') AS empty;
 
+-- The admission rule ingest applies to its post is window_admit(), which
+-- authorize() calls for requests and tokens: the window moved on to the
+-- minute of now admits n more within the limit (counted in slot 1), or
+-- says when the excess will have left.
+SELECT to_char(at_minute AT TIME ZONE 'UTC', 'HH24:MI') AS at_minute, admitted, new_slots, retry_after_s
+  FROM (VALUES (1), (2)) n(n),
+       usage_tracking.window_admit('{3,0,0,0,1}', '2025-11-03 12:00:00+00', '2025-11-03 12:02:10+00', n.n, 4);
+SELECT to_char(at_minute AT TIME ZONE 'UTC', 'HH24:MI') AS at_minute, admitted, new_slots, retry_after_s
+  FROM usage_tracking.window_admit(NULL, NULL, '2025-11-03 12:02:10+00', 5, 4);
+\set rj '''a6a60000-0000-4000-8000-000000000037_a6a6a6a6a637'''
+SELECT usage_tracking.create_account('rules35b', 'pro');
+SELECT usage_tracking.register_installation(:rj, 'rules35b', 'gov-secret-0123456789abcdef') IS NOT NULL AS registered;
+SELECT usage_tracking.authorize(:rj, 3, 0, '2025-11-03 13:00:00+00')->>'allowed' AS first_3,
+       usage_tracking.authorize(:rj, 99, 0, '2025-11-03 13:02:10+00') - 'level' AS next_99;
+SELECT (usage_tracking.window_admit(r.requests, r.minute, '2025-11-03 13:02:10+00', 99, p.rate_requests_5m)).*
+  FROM usage_tracking.rate_state r, usage_tracking.plans p WHERE r.install_id = :rj AND p.plan = 'pro';
+
 -- Over HTTP the same refusal is a 429 whose Retry-After is the number
 -- ingest computed (not read back from text), with the same DETAIL.
 CREATE FUNCTION gov.http_429() RETURNS text LANGUAGE plpgsql AS $$

@@ -1,11 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * src/quota.c
- *		The sliding five-minute window, retry-after and the quota level:
- *		the one home of these rules.  ingest counts its posts here;
- *		usage_tracking.window_shift(), window_retry_after() and
- *		quota_level() are these functions, called from SQL by authorize(),
- *		quota_status() and evaluate_alerts().
+ *		The sliding five-minute window, admission to it, retry-after and
+ *		the quota level: the one home of these rules.  ingest counts its
+ *		posts here; usage_tracking.window_shift(), window_admit(),
+ *		window_retry_after() and quota_level() are these functions, called
+ *		from SQL by authorize(), quota_status() and evaluate_alerts().
  *
  * A post that stored new events is counted in the installation's sliding
  * five-minute window (ingest_windows, one slot per minute); over the plan's

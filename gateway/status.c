@@ -6,7 +6,9 @@
  *		functions raise them as SQLSTATE 'PGRST' with the status of
  *		usage_tracking.error_codes, which is read from the error itself
  *		(as PostgREST does), and 'PTnnn' means status nnn.  The table below
- *		covers PostgreSQL's own SQLSTATEs, with PostgREST's choices.
+ *		covers PostgreSQL's own SQLSTATEs, with PostgREST's choices; it
+ *		holds none of the extension's, whose one table is error_codes (one
+ *		that reached the gateway unmapped is a bug: 500).
  *
  *-------------------------------------------------------------------------
  */
@@ -46,13 +48,6 @@ static const sqlstate_status sqlstate_table[] = {
 	{"22", 400, "invalid_input", 0},
 	{"23", 400, "invalid_input", 0},
 	{"42", 400, "bad_request", 0},
-	/* Extension SQLSTATEs that reached the gateway without usage_api's
-	 * mapping, by class (usage_tracking.error_codes has the detail). */
-	{"UTB", 400, "bad_request", 0},
-	{"UTA", 401, "unauthorized", 0},
-	{"UTF", 403, "forbidden", 0},
-	{"UTL", 413, "too_large", 0},
-	{"UTR", 429, "rate_limited", 0},
 	{"", 500, "internal_error", 1},
 };
 

@@ -536,3 +536,412 @@ LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION @extschema@.write_path(regclass) IS
     'How ingest writes tbl (usage_tracking.events, a counter table, or a partition of one) for the current user: ''direct'', or why it goes through the executor instead (a trigger, a rule, row-level security, a publication, an executor hook, ...). Both ways give the same rows; see "What ingest guarantees" in docs/reference.md.';
 REVOKE ALL ON FUNCTION @extschema@.write_path(regclass) FROM PUBLIC;
+
+-- == Each rule in one place ==
+-- Each business rule has one home, and the other languages call it:
+--   the 5-minute window, its admission, retry-after and the quota level:
+--     src/quota.c (window_shift, window_retry_after and quota_level are C
+--     from 1.1; authorize() admits with window_admit);
+--   pricing: src/pricing.c (event_cost is C; reconcile() prices with it);
+--   the install_id shape: src/batch.c (register_installation() asks
+--     valid_shape('i', ...));
+--   SQLSTATE -> HTTP status: the table error_codes, read by the C behind
+--     usage_api.ingest and raise_http_error (C from 1.1).
+-- ingest_quota() was called by nothing but a test: ingest counts its posts
+-- itself.
+
+CREATE OR REPLACE FUNCTION @extschema@.window_shift(slots bigint[], slot_minute timestamptz,
+                                                    at_minute timestamptz)
+RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'usage_tracking_window_shift'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.window_shift(bigint[], timestamptz, timestamptz) IS
+    'A 5-slot per-minute window whose slot 1 is slot_minute, moved on to at_minute: older slots fall out, new ones are 0 (a NULL window is an empty one). A window from the future stays as it is. The rule ingest counts its posts by.';
+
+CREATE OR REPLACE FUNCTION @extschema@.window_retry_after(slots bigint[], at_minute timestamptz,
+                                                          now timestamptz, excess bigint)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'usage_tracking_window_retry_after'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.window_retry_after(bigint[], timestamptz, timestamptz, bigint) IS
+    'Seconds from now (rounded up; negative once they have left) until the oldest slots of a window (slot 1 = at_minute) that add up to excess have left it; NULL when even an empty window is not enough. The retry_after_s of ingest''s 429 and of authorize().';
+
+CREATE OR REPLACE FUNCTION @extschema@.quota_level(used bigint, monthly_requests bigint,
+                                                   warning_pct integer, critical_pct integer,
+                                                   block_pct integer)
+RETURNS text
+AS 'MODULE_PATHNAME', 'usage_tracking_quota_level'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.quota_level(bigint, bigint, integer, integer, integer) IS
+    'ok, warning, critical or blocked for used requests against a monthly limit (NULL: unlimited, always ok) and its thresholds in percent (a NULL threshold is never reached). The level of ingest''s quota verdict.';
+
+CREATE FUNCTION @extschema@.window_admit(slots bigint[], slot_minute timestamptz, now timestamptz,
+                                         n bigint, lim bigint,
+                                         OUT admitted boolean, OUT at_minute timestamptz,
+                                         OUT new_slots bigint[], OUT retry_after_s integer)
+RETURNS record
+AS 'MODULE_PATHNAME', 'usage_tracking_window_admit'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.window_admit(bigint[], timestamptz, timestamptz, bigint, bigint) IS
+    'The admission rule of a 5-slot per-minute window (slot 1 = slot_minute; NULL: an empty one), the one ingest''s post rate and authorize() use: moved on to the minute of now, does it admit n more within lim? new_slots is the moved window with n counted when admitted, at_minute its slot 1; retry_after_s, when refused, is window_retry_after() of the excess (NULL when never). NULL when now, n or lim is NULL.';
+REVOKE ALL ON FUNCTION @extschema@.window_admit(bigint[], timestamptz, timestamptz, bigint, bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@.authorize(install_id text, requests integer DEFAULT 1,
+                                      tokens bigint DEFAULT 0,
+                                      now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    acc     text;
+    active  boolean;
+    lim     bigint;
+    warn    integer;
+    crit    integer;
+    blk     integer;
+    rreq    integer;
+    rtok    bigint;
+    h       timestamptz := date_trunc('hour', now, 'UTC');
+    mon     date := date_trunc('month', now AT TIME ZONE 'UTC')::date;
+    st      @extschema@.rate_state;
+    wreq    record;
+    wtok    record;
+    used    bigint;
+    retry   integer;
+BEGIN
+    IF requests IS NULL OR requests < 1 OR tokens IS NULL OR tokens < 0 OR now IS NULL THEN
+        RAISE EXCEPTION 'requests must be at least 1 and tokens at least 0' USING ERRCODE = '22023';
+    END IF;
+
+    SELECT i.account_id, i.status = 'active' AND a.status = 'active',
+           p.monthly_requests, p.warning_pct, p.critical_pct, p.block_pct,
+           p.rate_requests_5m, p.rate_tokens_5m, coalesce(q.recorded + q.pending, 0)
+      INTO acc, active, lim, warn, crit, blk, rreq, rtok, used
+      FROM @extschema@.installations i
+      JOIN @extschema@.accounts a USING (account_id)
+      JOIN @extschema@.plans p USING (plan)
+      LEFT JOIN @extschema@.quota_usage q ON q.account_id = i.account_id AND q.month = mon
+     WHERE i.install_id = authorize.install_id;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('allowed', false, 'level', NULL,
+                                  'reason', 'unknown_installation', 'retry_after_s', NULL);
+    END IF;
+    IF NOT active THEN
+        RETURN jsonb_build_object('allowed', false,
+                                  'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                                  'reason', 'suspended', 'retry_after_s', NULL);
+    END IF;
+    IF requests > rreq OR tokens > rtok OR requests::bigint * 100 > lim * blk THEN
+        RETURN jsonb_build_object('allowed', false,
+                                  'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                                  'reason', 'too_large', 'retry_after_s', NULL);
+    END IF;
+
+    -- Reservations are soft state (the events re-count every call): commit
+    -- them without waiting for the WAL flush, as a rate limiter may.  A
+    -- crash can forget the last few hundred milliseconds of admissions.
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+
+    -- Rate: the installation's row serializes its callers.
+    SELECT r.* INTO st FROM @extschema@.rate_state r
+     WHERE r.install_id = authorize.install_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO @extschema@.rate_state (install_id, minute, requests, tokens, hour)
+        VALUES (authorize.install_id, date_trunc('minute', now, 'UTC'), '{0,0,0,0,0}', '{0,0,0,0,0}', h)
+        ON CONFLICT DO NOTHING;
+        SELECT r.* INTO st FROM @extschema@.rate_state r
+         WHERE r.install_id = authorize.install_id FOR NO KEY UPDATE;
+    END IF;
+    -- The windows' admission rule is ingest's (window_admit, src/quota.c).
+    SELECT * INTO wreq FROM @extschema@.window_admit(st.requests, st.minute, now, requests, rreq);
+    SELECT * INTO wtok FROM @extschema@.window_admit(st.tokens, st.minute, now, tokens, rtok);
+    IF NOT wreq.admitted OR NOT wtok.admitted THEN
+        retry := greatest(wreq.retry_after_s, wtok.retry_after_s);
+        RETURN jsonb_build_object('allowed', false,
+                                  'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                                  'reason', 'rate_limited', 'retry_after_s', retry);
+    END IF;
+
+    -- Quota: reserve on the account's row, or refuse.  A plain UPDATE first:
+    -- waiters queue on the row in arrival order.
+    UPDATE @extschema@.quota_usage q
+       SET admitted = q.admitted + authorize.requests,
+           pending = q.pending + authorize.requests
+     WHERE q.account_id = acc AND q.month = mon
+       AND (lim IS NULL OR (q.recorded + q.pending + authorize.requests) * 100 <= lim * blk)
+    RETURNING q.recorded + q.pending INTO used;
+    IF NOT FOUND THEN
+        -- Refused, or the account's first call of the month.
+        INSERT INTO @extschema@.quota_usage AS q (account_id, month, admitted, pending)
+        VALUES (acc, mon, requests, requests)
+        ON CONFLICT ON CONSTRAINT quota_usage_pkey DO UPDATE
+           SET admitted = q.admitted + EXCLUDED.admitted,
+               pending = q.pending + EXCLUDED.pending
+         WHERE lim IS NULL OR (q.recorded + q.pending + EXCLUDED.pending) * 100 <= lim * blk
+        RETURNING q.recorded + q.pending INTO used;
+    END IF;
+    IF NOT FOUND THEN
+        SELECT q.recorded + q.pending INTO used
+          FROM @extschema@.quota_usage q WHERE q.account_id = acc AND q.month = mon;
+        RETURN jsonb_build_object('allowed', false,
+                                  'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                                  'reason', 'quota_exceeded',
+                                  'retry_after_s', ceil(extract(epoch FROM
+                                      ((mon + interval '1 month')::timestamp AT TIME ZONE 'UTC') - now))::integer);
+    END IF;
+
+    -- Admitted: count it in the window (window_admit did) and the hour.
+    IF h > st.hour THEN
+        IF h = st.hour + interval '1 hour' THEN
+            st.prev_hour_requests := st.hour_requests;
+            st.prev_hour_tokens := st.hour_tokens;
+        ELSE
+            st.prev_hour_requests := 0;
+            st.prev_hour_tokens := 0;
+        END IF;
+        st.hour := h;
+        st.hour_requests := 0;
+        st.hour_tokens := 0;
+    END IF;
+    UPDATE @extschema@.rate_state r
+       SET minute = wreq.at_minute, requests = wreq.new_slots, tokens = wtok.new_slots, hour = st.hour,
+           hour_requests = st.hour_requests + authorize.requests,
+           hour_tokens = st.hour_tokens + authorize.tokens,
+           prev_hour_requests = st.prev_hour_requests,
+           prev_hour_tokens = st.prev_hour_tokens
+     WHERE r.install_id = authorize.install_id;
+    RETURN jsonb_build_object('allowed', true,
+                              'level', @extschema@.quota_level(used, lim, warn, crit, blk),
+                              'reason', 'ok', 'retry_after_s', NULL);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.event_cost(model text, created_at timestamptz,
+                                                  prompt_tokens bigint, completion_tokens bigint,
+                                                  cached_prompt_tokens bigint)
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'usage_tracking_event_cost'
+LANGUAGE C STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.event_cost(text, timestamptz, bigint, bigint, bigint) IS
+    'Estimated cost in USD of one event at the price in force at created_at (the model''s row, else ''*''), as ingest''s summaries price it; NULL when no price applies.';
+
+CREATE OR REPLACE FUNCTION @extschema@.reconcile(day date, repair boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    started   timestamptz := pg_catalog.clock_timestamp();
+    day_lo    timestamptz;
+    day_hi    timestamptz;
+    expired   timestamptz;
+    holder    regclass;
+    checked   bigint;
+    drifted   bigint;
+    deleted   bigint;
+    upserted  bigint;
+    listed    jsonb;
+    result    jsonb;
+BEGIN
+    IF day IS NULL THEN
+        RAISE EXCEPTION 'day must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT s.events_expired_before INTO expired FROM @extschema@.maintenance_state s;
+    day_lo := day::timestamp AT TIME ZONE 'UTC';
+    day_hi := (day + 1)::timestamp AT TIME ZONE 'UTC';
+    IF day_lo < expired THEN
+        RAISE EXCEPTION 'raw events of % have expired', day
+            USING ERRCODE = '22023',
+                  DETAIL = pg_catalog.format('Raw events are kept from %s on.', expired),
+                  HINT = 'Summaries of expired days can no longer be re-derived.';
+    END IF;
+
+    -- One reconcile per day at a time; and no insert into that day's
+    -- partition while it runs, so the comparison sees a still picture.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('usage_tracking.reconcile'),
+                                             day - date '2000-01-01');
+    SELECT p.part INTO holder
+      FROM @extschema@._partitions('@extschema@.events'::regclass) p
+     WHERE p.lo::timestamptz <= day_lo AND day_hi <= p.hi::timestamptz;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE',
+                              coalesce(holder, '@extschema@.events_default'::regclass));
+
+    WITH priced AS (
+        SELECT e.install_id, e.wp_user_id_hash, e.source, e.model,
+               e.prompt_tokens, e.completion_tokens, e.cached_prompt_tokens,
+               @extschema@.event_cost(e.model, e.created_at, e.prompt_tokens,
+                                      e.completion_tokens, e.cached_prompt_tokens) AS cost
+          FROM @extschema@.events e
+         WHERE e.created_at >= day_lo AND e.created_at < day_hi AND e.voided_at IS NULL
+    ), expected AS (
+        SELECT install_id, wp_user_id_hash, source, model,
+               count(*)::bigint AS total_requests,
+               sum(prompt_tokens)::bigint AS prompt_tokens,
+               sum(completion_tokens)::bigint AS completion_tokens,
+               sum(cached_prompt_tokens)::bigint AS cached_prompt_tokens,
+               sum(cost) AS estimated_cost_usd,
+               count(*) FILTER (WHERE cost IS NULL)::bigint AS unpriced_requests
+          FROM priced
+         GROUP BY install_id, wp_user_id_hash, source, model
+    ), stored AS (
+        SELECT d.install_id, d.wp_user_id_hash, d.source, d.model, d.total_requests,
+               d.prompt_tokens, d.completion_tokens, d.cached_prompt_tokens,
+               d.estimated_cost_usd, d.unpriced_requests
+          FROM @extschema@.daily d
+         WHERE d.usage_date = day
+    ), drift AS (
+        SELECT coalesce(x.install_id, s.install_id) AS install_id,
+               coalesce(x.wp_user_id_hash, s.wp_user_id_hash) AS wp_user_id_hash,
+               coalesce(x.source, s.source) AS source,
+               coalesce(x.model, s.model) AS model,
+               x.install_id IS NULL AS gone,
+               x.total_requests, x.prompt_tokens, x.completion_tokens,
+               x.cached_prompt_tokens, x.estimated_cost_usd, x.unpriced_requests,
+               CASE WHEN s.install_id IS NOT NULL THEN jsonb_build_object(
+                   'total_requests', s.total_requests, 'prompt_tokens', s.prompt_tokens,
+                   'completion_tokens', s.completion_tokens, 'cached_prompt_tokens', s.cached_prompt_tokens,
+                   'estimated_cost_usd', s.estimated_cost_usd, 'unpriced_requests', s.unpriced_requests)
+               END AS was,
+               CASE WHEN x.install_id IS NOT NULL THEN jsonb_build_object(
+                   'total_requests', x.total_requests, 'prompt_tokens', x.prompt_tokens,
+                   'completion_tokens', x.completion_tokens, 'cached_prompt_tokens', x.cached_prompt_tokens,
+                   'estimated_cost_usd', x.estimated_cost_usd, 'unpriced_requests', x.unpriced_requests)
+               END AS should_be
+          FROM expected x
+          FULL JOIN stored s
+            ON s.install_id = x.install_id AND s.wp_user_id_hash = x.wp_user_id_hash
+           AND s.source = x.source AND s.model = x.model
+         WHERE (x.total_requests, x.prompt_tokens, x.completion_tokens, x.cached_prompt_tokens,
+                x.estimated_cost_usd, x.unpriced_requests)
+               IS DISTINCT FROM
+               (s.total_requests, s.prompt_tokens, s.completion_tokens, s.cached_prompt_tokens,
+                s.estimated_cost_usd, s.unpriced_requests)
+    ), del AS (
+        DELETE FROM @extschema@.daily d
+         USING drift f
+         WHERE repair AND f.gone AND d.usage_date = day AND d.install_id = f.install_id
+           AND d.wp_user_id_hash = f.wp_user_id_hash AND d.source = f.source AND d.model = f.model
+        RETURNING 1
+    ), upd AS (
+        -- The daily parent has no unique index (each partition has its own
+        -- primary key): rows that exist are updated, missing ones inserted.
+        -- The SHARE lock above keeps ingest out of this day meanwhile.
+        UPDATE @extschema@.daily d SET
+            total_requests = f.total_requests,
+            prompt_tokens = f.prompt_tokens,
+            completion_tokens = f.completion_tokens,
+            cached_prompt_tokens = f.cached_prompt_tokens,
+            estimated_cost_usd = f.estimated_cost_usd,
+            unpriced_requests = f.unpriced_requests
+          FROM drift f
+         WHERE repair AND NOT f.gone AND f.was IS NOT NULL AND d.usage_date = day
+           AND d.install_id = f.install_id AND d.wp_user_id_hash = f.wp_user_id_hash
+           AND d.source = f.source AND d.model = f.model
+        RETURNING 1
+    ), ins AS (
+        INSERT INTO @extschema@.daily AS d (install_id, usage_date, wp_user_id_hash, source, model,
+                                            total_requests, prompt_tokens, completion_tokens,
+                                            cached_prompt_tokens, estimated_cost_usd, unpriced_requests)
+        SELECT f.install_id, day, f.wp_user_id_hash, f.source, f.model, f.total_requests,
+               f.prompt_tokens, f.completion_tokens, f.cached_prompt_tokens,
+               f.estimated_cost_usd, f.unpriced_requests
+          FROM drift f
+         WHERE repair AND NOT f.gone AND f.was IS NULL
+         ORDER BY f.install_id, f.wp_user_id_hash, f.source, f.model
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM expected) + (SELECT count(*) FROM drift WHERE gone),
+           (SELECT count(*) FROM drift),
+           (SELECT count(*) FROM del),
+           (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins),
+           (SELECT coalesce(jsonb_agg(r ORDER BY r->>'install_id', r->>'wp_user_id_hash',
+                                      r->>'source', r->>'model'), '[]')
+              FROM (SELECT jsonb_build_object('install_id', f.install_id,
+                                              'wp_user_id_hash', f.wp_user_id_hash,
+                                              'source', f.source, 'model', f.model,
+                                              'stored', f.was, 'expected', f.should_be) AS r
+                      FROM drift f
+                     ORDER BY f.install_id, f.wp_user_id_hash, f.source, f.model
+                     LIMIT 100) l)
+      INTO checked, drifted, deleted, upserted, listed;
+
+    result := jsonb_build_object('day', day, 'rows_checked', checked, 'drifted', drifted,
+                                 'repaired', deleted + upserted, 'drift', listed);
+    INSERT INTO @extschema@.maintenance_log (job, as_of, started_at, finished_at, result)
+    VALUES ('reconcile', pg_catalog.now(), started, pg_catalog.clock_timestamp(),
+            result - 'drift' || jsonb_build_object('drift_listed', jsonb_array_length(listed)));
+    RETURN result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.register_installation(install_id text, account_id text,
+                                                  secret text DEFAULT NULL,
+                                                  now timestamptz DEFAULT now())
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner   text;
+    current text;
+BEGIN
+    IF install_id IS NULL OR NOT @extschema@.valid_shape('i', install_id) THEN
+        RAISE EXCEPTION 'invalid install_id'
+            USING ERRCODE = '22023',
+                  HINT = 'An install_id is {uuid-v4}_{12 lowercase hex}.';
+    END IF;
+    IF secret IS NOT NULL AND length(secret) NOT BETWEEN 16 AND 200 THEN
+        RAISE EXCEPTION 'a secret must be 16 to 200 characters' USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.accounts a WHERE a.account_id = register_installation.account_id) THEN
+        RAISE EXCEPTION 'unknown account "%"', account_id
+            USING ERRCODE = '22023', HINT = 'Create it with usage_tracking.create_account().';
+    END IF;
+
+    SELECT i.account_id, s.secret INTO owner, current
+      FROM @extschema@.installations i
+      JOIN @extschema@.installation_secrets s USING (install_id)
+     WHERE i.install_id = register_installation.install_id
+       FOR UPDATE;
+
+    IF NOT FOUND THEN
+        INSERT INTO @extschema@.installations (install_id, account_id)
+        VALUES (register_installation.install_id, register_installation.account_id);
+        INSERT INTO @extschema@.installation_secrets (install_id, secret)
+        VALUES (register_installation.install_id,
+                coalesce(register_installation.secret, @extschema@.generate_secret()))
+        RETURNING installation_secrets.secret INTO current;
+        RETURN current;
+    END IF;
+
+    IF owner <> account_id THEN
+        RAISE EXCEPTION 'installation is registered to another account'
+            USING ERRCODE = '42501';
+    END IF;
+    IF secret IS NULL OR secret = current THEN
+        RETURN current;
+    END IF;
+    -- Rotation: the old secret keeps verifying for usage_tracking.secret_grace.
+    UPDATE @extschema@.installation_secrets s
+       SET previous_secret = s.secret,
+           previous_expires_at = register_installation.now + @extschema@.retention('secret_grace'),
+           secret = register_installation.secret,
+           rotated_at = register_installation.now
+     WHERE s.install_id = register_installation.install_id;
+    RETURN secret;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.raise_http_error(sqlstate text, message text,
+                                                        detail text DEFAULT NULL,
+                                                        hint text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'usage_tracking_raise_http_error'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.raise_http_error(text, text, text, text) IS
+    'For usage_api functions'' exception handlers: raise an extension SQLSTATE (usage_tracking.error_codes) again as SQLSTATE PGRST with the PostgREST JSON message and {"status","headers"} detail (Retry-After for 429, from the DETAIL''s retry_after_s); raise any other SQLSTATE again unchanged. The same translation usage_api.ingest applies.';
+
+DROP FUNCTION @extschema@.ingest_quota(text, text, bigint, bigint, timestamptz);

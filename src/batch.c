@@ -12,7 +12,9 @@
  */
 #ifdef FRONTEND
 #include "postgres_fe.h"
-#define CHECK_FOR_INTERRUPTS() ((void) 0)	/* no backend in the fuzz harness */
+
+/* Built without the backend (fuzz/): there is nothing to interrupt. */
+#define CHECK_FOR_INTERRUPTS() ((void) 0)
 #else
 #include "postgres.h"
 

@@ -11,8 +11,12 @@
  * into HTTP answers: SQLSTATE PGRST, the message a JSON object {code,
  * message, details, hint}, the detail {"status": N, "headers": {...}} with
  * Retry-After on 429.  The status of each SQLSTATE comes from
- * usage_tracking.error_codes.  Doing this in C, rather than in a PL/pgSQL
- * EXCEPTION block, spares every request a subtransaction.
+ * usage_tracking.error_codes, the one table of SQLSTATE -> HTTP status.
+ * Doing this in C, rather than in a PL/pgSQL EXCEPTION block, spares every
+ * request a subtransaction.  A post over its plan's rate comes back from
+ * ut_ingest() as data, so its Retry-After is the number itself.
+ * usage_tracking.raise_http_error() is the same translation for SQL
+ * exception handlers, which only have the caught error's text.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,6 +25,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -31,8 +37,7 @@
 #include "usage_tracking.h"
 
 PG_FUNCTION_INFO_V1(usage_api_ingest);
-
-extern Datum usage_tracking_ingest(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(usage_tracking_raise_http_error);
 
 typedef struct HttpError
 {
@@ -103,9 +108,25 @@ append_json_or_null(StringInfo buf, const char *s)
 		escape_json(buf, s);
 }
 
-/* Re-raise a whole-request error of ingest as PostgREST expects it. */
+/* The error_codes row of a SQLSTATE, or NULL. */
+static const HttpError *
+http_error_of(int sqlstate)
+{
+	load_http_errors();
+	for (int i = 0; i < n_http_errors; i++)
+		if (http_errors[i].sqlstate == sqlstate)
+			return &http_errors[i];
+	return NULL;
+}
+
+/*
+ * Raise an error of error_codes as PostgREST expects it: SQLSTATE PGRST,
+ * message {"code", "message", "details", "hint"}, detail {"status",
+ * "headers"}; on 429 a Retry-After of retry_after_s seconds (at least 1).
+ */
 static void
-raise_http(ErrorData *edata, const HttpError *he)
+raise_http(const HttpError *he, const char *message, const char *detail,
+		   const char *hint, int64 retry_after_s)
 {
 	StringInfoData msg;
 	StringInfoData det;
@@ -114,29 +135,18 @@ raise_http(ErrorData *edata, const HttpError *he)
 	appendStringInfoString(&msg, "{\"code\" : ");
 	escape_json(&msg, he->error);
 	appendStringInfoString(&msg, ", \"message\" : ");
-	append_json_or_null(&msg, edata->message);
+	append_json_or_null(&msg, message);
 	appendStringInfoString(&msg, ", \"details\" : ");
-	append_json_or_null(&msg, edata->detail);
+	append_json_or_null(&msg, detail);
 	appendStringInfoString(&msg, ", \"hint\" : ");
-	append_json_or_null(&msg, edata->hint);
+	append_json_or_null(&msg, hint);
 	appendStringInfoChar(&msg, '}');
 
 	initStringInfo(&det);
 	appendStringInfo(&det, "{\"status\" : %d, \"headers\" : ", he->status);
 	if (he->status == 429)
-	{
-		long		retry = 1;
-		const char *p = edata->detail ? strstr(edata->detail, "\"retry_after_s\":") : NULL;
-
-		if (p != NULL)
-		{
-			long		v = strtol(p + strlen("\"retry_after_s\":"), NULL, 10);
-
-			if (v > retry)
-				retry = v;
-		}
-		appendStringInfo(&det, "{\"Retry-After\": \"%ld\"}}", retry);
-	}
+		appendStringInfo(&det, "{\"Retry-After\": \"" INT64_FORMAT "\"}}",
+						 Max(retry_after_s, 1));
 	else
 		appendStringInfoString(&det, "{}}");
 
@@ -146,7 +156,7 @@ raise_http(ErrorData *edata, const HttpError *he)
 			 errdetail_internal("%s", det.data)));
 }
 
-/* SQL function: usage_api.ingest(json) returns jsonb */
+/* SQL function: usage_api.ingest(json) returns jsonb (and (text)) */
 Datum
 usage_api_ingest(PG_FUNCTION_ARGS)
 {
@@ -154,23 +164,28 @@ usage_api_ingest(PG_FUNCTION_ARGS)
 	char	   *account;
 	char	   *role;
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile Datum result = (Datum) 0;
-	LOCAL_FCINFO(inner, 4);
+	UtIngestRequest req = {0};
+	UtIngestResult result;
 
 	load_http_errors();
 	signature = setting_field("request.headers", "x-install-signature");
 	account = setting_field("request.jwt.claims", "account_id");
 	role = setting_field("request.jwt.claims", "role");
 
-	InitFunctionCallInfoData(*inner, NULL, 4, InvalidOid, NULL, NULL);
-	inner->args[0].value = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
-	inner->args[0].isnull = PG_ARGISNULL(0);
-	inner->args[1].value = signature ? CStringGetTextDatum(signature) : (Datum) 0;
-	inner->args[1].isnull = (signature == NULL);
-	inner->args[2].value = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	inner->args[2].isnull = false;
-	inner->args[3].value = account ? CStringGetTextDatum(account) : (Datum) 0;
-	inner->args[3].isnull = (account == NULL);
+	if (!PG_ARGISNULL(0))
+	{
+		text	   *body = PG_GETARG_TEXT_PP(0);
+
+		req.body = VARDATA_ANY(body);
+		req.body_len = VARSIZE_ANY_EXHDR(body);
+	}
+	if (signature != NULL)
+	{
+		req.signature = signature;
+		req.signature_len = strlen(signature);
+	}
+	req.now = GetCurrentTransactionStartTimestamp();
+	req.caller_account = account;
 
 	PG_TRY();
 	{
@@ -180,26 +195,101 @@ usage_api_ingest(PG_FUNCTION_ARGS)
 					(errcode(UT_ERRCODE_ACCOUNT_MISMATCH),
 					 errmsg("the token names no account"),
 					 errhint("Issue ingest tokens with an account_id claim.")));
-		result = usage_tracking_ingest(inner);
+		ut_ingest(&req, &result);
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		const HttpError *he;
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		for (int i = 0; i < n_http_errors; i++)
+		he = http_error_of(edata->sqlerrcode);
+		if (he != NULL)
 		{
-			if (http_errors[i].sqlstate == edata->sqlerrcode)
-			{
-				FlushErrorState();
-				raise_http(edata, &http_errors[i]);
-			}
+			FlushErrorState();
+			raise_http(he, edata->message, edata->detail, edata->hint, 1);
 		}
 		FreeErrorData(edata);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	PG_RETURN_DATUM(result);
+	if (result.rate_limited)
+	{
+		const HttpError *he = http_error_of(UT_ERRCODE_RATE_LIMITED);
+		char	   *message;
+		char	   *detail;
+		const char *hint;
+
+		if (he == NULL)
+			ut_raise_rate_limited(&result.limited);
+		ut_rate_limited_text(&result.limited, &message, &detail, &hint);
+		raise_http(he, message, detail, hint,
+				   result.limited.can_retry ? result.limited.retry_after_s : 1);
+	}
+	PG_RETURN_DATUM(result.response);
+}
+
+/*
+ * retry_after_s of a DETAIL {"retry_after_s": N}, rounded up; 1 when the
+ * DETAIL is not such a JSON object.
+ */
+static int64
+retry_after_of_detail(const char *detail)
+{
+	JsonLexContext *lex;
+	Jsonb	   *jb;
+	JsonbValue *v;
+	Datum		n;
+
+	if (detail == NULL)
+		return 1;
+	lex = makeJsonLexContextCstringLen((char *) detail, strlen(detail),
+									   GetDatabaseEncoding(), false);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return 1;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(detail)));
+	if (!JB_ROOT_IS_OBJECT(jb))
+		return 1;
+	v = getKeyJsonValueFromContainer(&jb->root, "retry_after_s", strlen("retry_after_s"), NULL);
+	if (v == NULL || v->type != jbvNumeric)
+		return 1;
+	n = DirectFunctionCall1(numeric_ceil, NumericGetDatum(v->val.numeric));
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, n));
+}
+
+/*
+ * SQL function: raise_http_error(sqlstate text, message text, detail text,
+ *                                hint text) returns void
+ * For exception handlers of usage_api functions: an extension SQLSTATE of
+ * error_codes raised again as PGRST (Retry-After from the DETAIL's
+ * retry_after_s on 429); any other SQLSTATE raised again unchanged.
+ */
+Datum
+usage_tracking_raise_http_error(PG_FUNCTION_ARGS)
+{
+	char	   *sqlstate = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *message = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *detail = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *hint = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	int			code;
+	const HttpError *he;
+
+	if (sqlstate == NULL || strlen(sqlstate) != 5 ||
+		strspn(sqlstate, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 5)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid SQLSTATE code")));
+	code = MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]);
+	he = http_error_of(code);
+	if (he != NULL)
+		raise_http(he, message, detail, hint,
+				   he->status == 429 ? retry_after_of_detail(detail) : 1);
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg_internal("%s", message ? message : sqlstate),
+			 detail ? errdetail_internal("%s", detail) : 0,
+			 hint ? errhint("%s", hint) : 0));
+	PG_RETURN_VOID();
 }

@@ -4,12 +4,14 @@
  *		usage_tracking.ingest(): verify a site's signed batch and store it
  *		exactly once.
  *
- * Order of checks: body size, signature header, timestamp window, JSON
- * shape, installation, MAC (constant time, current or rotated-out secret),
- * installation and account status, account match, then each event.  Any
- * whole-request failure raises before anything is written.  Valid events go
- * in with one INSERT ... ON CONFLICT DO NOTHING; the events trigger keeps the
- * daily summaries current in the same statement.
+ * Five stages: verify (body size, signature header, timestamp window, JSON
+ * shape, installation, MAC in constant time against the current or
+ * rotated-out secret, installation and account status, account match),
+ * validate (each event), store (directly, store.c, or with one INSERT ...
+ * ON CONFLICT DO NOTHING whose trigger summarizes), summarise (the daily
+ * summaries and counters of the direct path, the rate window, the quota
+ * verdict) and respond.  Any whole-request failure raises before anything
+ * is written, or rolls back what was.
  *
  *-------------------------------------------------------------------------
  */
@@ -250,48 +252,6 @@ keys_digest(BatchEvent **valid, int n)
 }
 
 /*
- * Store the valid events and summarize the new ones: directly when the
- * events table allows it (store.c), else through an INSERT statement whose
- * trigger summarizes.  Returns how many were new.
- */
-static int64
-store_events(const char *install_id, const char *account_id, BatchEvent **valid,
-			 int n, TimestampTz now, UtQuotaWatch *watch)
-{
-	bool	   *is_new = palloc(sizeof(bool) * n);
-	SummaryRow *rows;
-	int			nnew = 0;
-
-	if (!ut_store_events(install_id, valid, n, now, keys_digest(valid, n), is_new))
-		return insert_events(install_id, valid, n, now);
-
-	rows = palloc(sizeof(SummaryRow) * n);
-	ut_price_cache_begin();
-	for (int i = 0; i < n; i++)
-	{
-		BatchEvent *ev = valid[i];
-		SummaryRow *r;
-
-		if (!is_new[i])
-			continue;
-		r = &rows[nnew++];
-		r->install_id = (char *) install_id;
-		r->account_id = account_id;
-		r->user_hash = ev->wp_user_id_hash;
-		r->source = ev->source;
-		r->model = ev->model;
-		r->day = ut_utc_day(ev->created_at);
-		r->created = ev->created_at;
-		r->price = ut_price_lookup(ev->model, ev->created_at);
-		r->prompt = ev->prompt_tokens;
-		r->completion = ev->completion_tokens;
-		r->cached = ev->cached_prompt_tokens;
-	}
-	ut_summarize(rows, nnew, watch);
-	return nnew;
-}
-
-/*
  * Record that the installation was seen at now, at one-minute resolution:
  * the row is rewritten (and locked) only when last_seen_at moves on by a
  * minute or more, so a retry within the minute writes nothing.
@@ -405,72 +365,65 @@ push_null(JsonbParseState **st, JsonbIteratorToken as)
 	pushJsonbValue(st, as, &v);
 }
 
-/*
- * SQL function: ingest(body text, signature text, now timestamptz,
- *                      caller_account text) returns jsonb
- */
-Datum
-usage_tracking_ingest(PG_FUNCTION_ARGS)
+/* One request on its way through the stages. */
+typedef struct IngestState
 {
-	text	   *body_t;
-	text	   *sig_t;
-	TimestampTz now;
-	char	   *caller_account = NULL;
-	const char *body;
-	int			body_len;
-	uint8		mac[UT_MAC_LEN];
-	int64		sig_ts;
-	const char *ts_str;
+	const UtIngestRequest *req;
+	uint8		mac[UT_MAC_LEN];	/* of the signature header */
+	const char *ts_str;			/* its timestamp, as signed */
 	size_t		ts_len;
-	int64		now_unix;
 	Batch		batch;
+	Installation inst;
+	BatchEvent **valid;			/* events that passed validation */
+	int			nvalid;
+	bool	   *is_new;			/* per valid event, on the direct path */
+	bool		direct;			/* stored directly (else by a statement) */
+	int64		inserted;		/* new events */
+	UtQuotaWatch watch;
+	UtQuotaPlan verdict;
+} IngestState;
+
+/*
+ * Stage 1, verify: the request as a whole, before anything is written.
+ * Body size, signature header, timestamp window, JSON shape, installation,
+ * MAC (constant time, current or rotated-out secret), installation and
+ * account status, account match.  Connects SPI (the caller finishes it).
+ */
+static void
+ingest_verify(IngestState *s)
+{
+	const UtIngestRequest *req = s->req;
+	int64		sig_ts;
+	int64		now_unix;
 	BatchStatus status;
 	const char *errmsg_text = NULL;
-	Installation inst;
-	UtQuotaWatch watch = {0};
-	BatchEvent **valid;
-	int			nvalid = 0;
-	int64		inserted = 0;
-	UtQuotaPlan verdict;
-	MemoryContext work;
-	MemoryContext old;
-	Datum		result;
 
-	if (PG_ARGISNULL(0))
+	if (req->body == NULL)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_INVALID_BATCH),
 				 errmsg("request body is required")));
-	if (PG_ARGISNULL(1))
+	if (req->signature == NULL)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_MISSING_SIGNATURE),
 				 errmsg("X-Install-Signature is required")));
-	now = PG_ARGISNULL(2) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(2);
-	if (!PG_ARGISNULL(3))
-		caller_account = text_to_cstring(PG_GETARG_TEXT_PP(3));
-
-	body_t = PG_GETARG_TEXT_PP(0);
-	sig_t = PG_GETARG_TEXT_PP(1);
-	body = VARDATA_ANY(body_t);
-	body_len = VARSIZE_ANY_EXHDR(body_t);
-
-	if (body_len > ut_max_body_bytes)
+	if (req->body_len > ut_max_body_bytes)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_BODY_TOO_LARGE),
 				 errmsg("request body of %d bytes exceeds usage_tracking.max_body_bytes (%d)",
-						body_len, ut_max_body_bytes)));
+						req->body_len, ut_max_body_bytes)));
 
-	if (VARSIZE_ANY_EXHDR(sig_t) == 0)
+	if (req->signature_len == 0)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_MISSING_SIGNATURE),
 				 errmsg("X-Install-Signature is required")));
-	if (!ut_parse_signature_header(VARDATA_ANY(sig_t), VARSIZE_ANY_EXHDR(sig_t),
-								   mac, &sig_ts, &ts_str, &ts_len))
+	if (!ut_parse_signature_header(req->signature, req->signature_len,
+								   s->mac, &sig_ts, &s->ts_str, &s->ts_len))
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_MISSING_SIGNATURE),
 				 errmsg("malformed X-Install-Signature"),
 				 errhint("Send \"<64 hex HMAC-SHA256>:<unix seconds>\".")));
 
-	now_unix = (now / USECS_PER_SEC) +
+	now_unix = (req->now / USECS_PER_SEC) +
 		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
 	if (sig_ts > now_unix + ut_signature_tolerance ||
 		sig_ts < now_unix - ut_signature_tolerance)
@@ -480,11 +433,8 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 						ut_signature_tolerance),
 				 errhint("Check the site's clock; sign each request when it is sent.")));
 
-	work = AllocSetContextCreate(CurrentMemoryContext, "usage_tracking ingest",
-								 ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(work);
-
-	status = ut_batch_parse(body, body_len, ut_max_batch_events, &batch, &errmsg_text);
+	status = ut_batch_parse(req->body, req->body_len, ut_max_batch_events, &s->batch,
+							&errmsg_text);
 	if (status == BATCH_MALFORMED_JSON)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_MALFORMED_JSON),
@@ -500,7 +450,7 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 				 errmsg("too many events: %s", errmsg_text),
 				 errhint("Split the batch; see usage_tracking.max_batch_events.")));
 
-	if (!ut_valid_install_id(batch.install_id))
+	if (!ut_valid_install_id(s->batch.install_id))
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_INVALID_BATCH),
 				 errmsg("invalid batch: install_id must be {uuid-v4}_{12 lowercase hex}")));
@@ -512,66 +462,128 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	 * An unknown installation fails exactly like a wrong secret, so that
 	 * nobody can probe which installations exist.
 	 */
-	if (!fetch_installation(batch.install_id, now, &inst) ||
-		!(ut_signature_matches(inst.secret, mac, ts_str, ts_len, body, body_len) ||
-		  ut_signature_matches(inst.previous_secret, mac, ts_str, ts_len, body, body_len)))
+	if (!fetch_installation(s->batch.install_id, req->now, &s->inst) ||
+		!(ut_signature_matches(s->inst.secret, s->mac, s->ts_str, s->ts_len,
+							   req->body, req->body_len) ||
+		  ut_signature_matches(s->inst.previous_secret, s->mac, s->ts_str, s->ts_len,
+							   req->body, req->body_len)))
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_INVALID_SIGNATURE),
 				 errmsg("signature verification failed"),
 				 errhint("Sign \"<timestamp>.<body>\" with the installation secret.")));
 
-	if (inst.suspended)
+	if (s->inst.suspended)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_SUSPENDED),
 				 errmsg("installation or its account is suspended")));
-	if (batch.account_id != NULL && strcmp(batch.account_id, inst.account_id) != 0)
+	if (s->batch.account_id != NULL && strcmp(s->batch.account_id, s->inst.account_id) != 0)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_ACCOUNT_MISMATCH),
 				 errmsg("account_id of the batch is not the installation's account")));
-	if (caller_account != NULL && strcmp(caller_account, inst.account_id) != 0)
+	if (req->caller_account != NULL && strcmp(req->caller_account, s->inst.account_id) != 0)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_ACCOUNT_MISMATCH),
 				 errmsg("installation does not belong to the caller's account")));
+}
 
-	/*
-	 * SPI calls leave SPI's procedure context current, and SPI_finish() frees
-	 * it; what the response is built from must live in work.
-	 */
-	MemoryContextSwitchTo(work);
+/*
+ * Stage 2, validate: each event's rules (rejected ones are answered, not
+ * stored), then every repeat of an event_id after its first occurrence.
+ */
+static void
+ingest_validate(IngestState *s)
+{
+	int			kept = 0;
 
-	/* Per-event rules. */
-	valid = palloc(sizeof(BatchEvent *) * batch.nevents);
-	for (int i = 0; i < batch.nevents; i++)
+	s->valid = palloc(sizeof(BatchEvent *) * Max(s->batch.nevents, 1));
+	s->nvalid = 0;
+	for (int i = 0; i < s->batch.nevents; i++)
 	{
-		BatchEvent *ev = &batch.events[i];
+		BatchEvent *ev = &s->batch.events[i];
 
 		CHECK_FOR_INTERRUPTS();
-		ut_event_validate(ev, now, (int64) ut_event_retention * USECS_PER_SEC);
+		ut_event_validate(ev, s->req->now, (int64) ut_event_retention * USECS_PER_SEC);
 		if (ev->error == NULL)
-			valid[nvalid++] = ev;
+			s->valid[s->nvalid++] = ev;
 	}
-	reject_repeats(valid, nvalid);
-	{
-		int			kept = 0;
+	reject_repeats(s->valid, s->nvalid);
+	for (int i = 0; i < s->nvalid; i++)
+		if (s->valid[i]->error == NULL)
+			s->valid[kept++] = s->valid[i];
+	s->nvalid = kept;
+}
 
-		for (int i = 0; i < nvalid; i++)
-			if (valid[i]->error == NULL)
-				valid[kept++] = valid[i];
-		nvalid = kept;
+/*
+ * Stage 3, store: the installation row first, as void_event() takes it;
+ * then the events, directly when the events table allows it (store.c, which
+ * tells which ones are new), else through an INSERT statement whose trigger
+ * also summarizes them.
+ */
+static void
+ingest_store(IngestState *s)
+{
+	const char *install_id = s->batch.install_id;
+	TimestampTz now = s->req->now;
+
+	s->inserted = 0;
+	s->direct = false;
+	if (s->nvalid == 0)
+		return;
+	if (!s->inst.seen_recently)
+		mark_seen(install_id, now);
+	s->is_new = palloc(sizeof(bool) * s->nvalid);
+	s->direct = ut_store_events(install_id, s->valid, s->nvalid, now,
+								keys_digest(s->valid, s->nvalid), s->is_new);
+	if (s->direct)
+	{
+		for (int i = 0; i < s->nvalid; i++)
+			s->inserted += s->is_new[i];
 	}
+	else
+		s->inserted = insert_events(install_id, s->valid, s->nvalid, now);
+}
 
-	/*
-	 * The installation row first, as void_event() takes it: then counters
-	 * and summaries, in key order.
-	 */
-	if (nvalid > 0)
+/*
+ * Stage 4, summarise: the new events of the direct path into the daily
+ * summaries and the counters (counters and summaries in key order), then
+ * the post into the rate window and the quota verdict.  Returns false when
+ * the post is over the plan's rate (*limited says how).
+ */
+static bool
+ingest_summarise(IngestState *s, UtRateLimited *limited)
+{
+	const char *account_id = s->inst.account_id;
+	TimestampTz now = s->req->now;
+
+	s->watch.account_id = account_id;
+	s->watch.month = ut_month_start(ut_utc_day(now));
+	if (s->direct && s->inserted > 0)
 	{
-		watch.account_id = inst.account_id;
-		watch.month = ut_month_start(ut_utc_day(now));
-		if (!inst.seen_recently)
-			mark_seen(batch.install_id, now);
-		inserted = store_events(batch.install_id, inst.account_id, valid, nvalid,
-								now, &watch);
+		SummaryRow *rows = palloc(sizeof(SummaryRow) * s->inserted);
+		int			nnew = 0;
+
+		ut_price_cache_begin();
+		for (int i = 0; i < s->nvalid; i++)
+		{
+			BatchEvent *ev = s->valid[i];
+			SummaryRow *r;
+
+			if (!s->is_new[i])
+				continue;
+			r = &rows[nnew++];
+			r->install_id = (char *) s->batch.install_id;
+			r->account_id = account_id;
+			r->user_hash = ev->wp_user_id_hash;
+			r->source = ev->source;
+			r->model = ev->model;
+			r->day = ut_utc_day(ev->created_at);
+			r->created = ev->created_at;
+			r->price = ut_price_lookup(ev->model, ev->created_at);
+			r->prompt = ev->prompt_tokens;
+			r->completion = ev->completion_tokens;
+			r->cached = ev->cached_prompt_tokens;
+		}
+		ut_summarize(rows, nnew, &s->watch);
 	}
 
 	/*
@@ -579,65 +591,154 @@ usage_tracking_ingest(PG_FUNCTION_ARGS)
 	 * else read; ut_ingest_quota() reads it itself when they were kept by a
 	 * statement.
 	 */
-	if (inserted == 0 || watch.counted)
-		inst.plan.used = watch.updated ? watch.used : month_used(inst.account_id, now);
-	ut_ingest_quota(batch.install_id, inst.account_id, inserted, now,
-					inserted == 0 || watch.counted ? &inst.plan : NULL, &verdict);
-	SPI_finish();
+	if (s->inserted == 0 || s->watch.counted)
+		s->inst.plan.used = s->watch.updated ? s->watch.used
+			: month_used(account_id, now);
+	return ut_ingest_quota(s->batch.install_id, account_id, s->inserted, now,
+						   s->inserted == 0 || s->watch.counted ? &s->inst.plan : NULL,
+						   &s->verdict, limited);
+}
 
-	/* The response, built as jsonb. */
+/*
+ * Stage 5, respond: {success, received, duplicates, event_ids, rejected,
+ * quota}, built as jsonb.
+ */
+static Jsonb *
+ingest_respond(IngestState *s, MemoryContext result_cxt)
+{
+	JsonbParseState *st = NULL;
+	JsonbValue *v;
+	MemoryContext old;
+
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	push_key(&st, "success");
+	push_bool(&st, WJB_VALUE, true);
+	push_key(&st, "received");
+	push_int(&st, WJB_VALUE, s->nvalid);
+	push_key(&st, "duplicates");
+	push_int(&st, WJB_VALUE, (int64) s->nvalid - s->inserted);
+	push_key(&st, "event_ids");
+	pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < s->nvalid; i++)
+		push_string(&st, WJB_ELEM, s->valid[i]->event_id);
+	pushJsonbValue(&st, WJB_END_ARRAY, NULL);
+	push_key(&st, "rejected");
+	pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < s->batch.nevents; i++)
 	{
-		JsonbParseState *st = NULL;
+		BatchEvent *ev = &s->batch.events[i];
 
+		if (ev->error == NULL)
+			continue;
 		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-		push_key(&st, "success");
-		push_bool(&st, WJB_VALUE, true);
-		push_key(&st, "received");
-		push_int(&st, WJB_VALUE, nvalid);
-		push_key(&st, "duplicates");
-		push_int(&st, WJB_VALUE, (int64) nvalid - inserted);
-		push_key(&st, "event_ids");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		for (int i = 0; i < nvalid; i++)
-			push_string(&st, WJB_ELEM, valid[i]->event_id);
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-		push_key(&st, "rejected");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		for (int i = 0; i < batch.nevents; i++)
-		{
-			BatchEvent *ev = &batch.events[i];
-
-			if (ev->error == NULL)
-				continue;
-			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			push_key(&st, "index");
-			push_int(&st, WJB_VALUE, ev->index);
-			push_key(&st, "event_id");
-			if (ev->event_id && ut_valid_event_id(ev->event_id))
-				push_string(&st, WJB_VALUE, ev->event_id);
-			else
-				push_null(&st, WJB_VALUE);
-			push_key(&st, "error");
-			push_string(&st, WJB_VALUE, ev->error);
-			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		}
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-		push_key(&st, "quota");
-		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-		push_key(&st, "level");
-		push_string(&st, WJB_VALUE, ut_quota_level(&verdict));
-		push_key(&st, "used");
-		push_int(&st, WJB_VALUE, verdict.used);
-		push_key(&st, "limit");
-		if (verdict.unlimited)
-			push_null(&st, WJB_VALUE);
+		push_key(&st, "index");
+		push_int(&st, WJB_VALUE, ev->index);
+		push_key(&st, "event_id");
+		if (ev->event_id && ut_valid_event_id(ev->event_id))
+			push_string(&st, WJB_VALUE, ev->event_id);
 		else
-			push_int(&st, WJB_VALUE, verdict.monthly_requests);
+			push_null(&st, WJB_VALUE);
+		push_key(&st, "error");
+		push_string(&st, WJB_VALUE, ev->error);
 		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	}
+	pushJsonbValue(&st, WJB_END_ARRAY, NULL);
+	push_key(&st, "quota");
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	push_key(&st, "level");
+	push_string(&st, WJB_VALUE, ut_quota_level(&s->verdict));
+	push_key(&st, "used");
+	push_int(&st, WJB_VALUE, s->verdict.used);
+	push_key(&st, "limit");
+	if (s->verdict.unlimited)
+		push_null(&st, WJB_VALUE);
+	else
+		push_int(&st, WJB_VALUE, s->verdict.monthly_requests);
+	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	v = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+
+	old = MemoryContextSwitchTo(result_cxt);
+	{
+		Jsonb	   *result = JsonbValueToJsonb(v);
 
 		MemoryContextSwitchTo(old);
-		result = JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)));
+		return result;
 	}
+}
+
+/*
+ * The ingest API: verify, validate, store, summarise, respond.  Any
+ * whole-request failure raises (one of usage_tracking.error_codes' SQLSTATEs)
+ * and, as the caller's error, rolls back whatever was written.  A post over
+ * its plan's rate returns with result->rate_limited set and the response
+ * NULL: the caller must raise it (ut_raise_rate_limited(), or as HTTP 429),
+ * which rolls the post back.  The response is allocated in the caller's
+ * memory context.
+ */
+void
+ut_ingest(const UtIngestRequest *req, UtIngestResult *result)
+{
+	IngestState s = {0};
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext work;
+
+	s.req = req;
+	result->response = (Datum) 0;
+	result->rate_limited = false;
+
+	work = AllocSetContextCreate(caller, "usage_tracking ingest", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(work);
+
+	ingest_verify(&s);			/* connects SPI */
+
+	/*
+	 * SPI calls leave SPI's procedure context current, and SPI_finish() frees
+	 * it; what the response is built from must live in work.
+	 */
+	MemoryContextSwitchTo(work);
+	ingest_validate(&s);
+	ingest_store(&s);
+	if (!ingest_summarise(&s, &result->limited))
+		result->rate_limited = true;
+	SPI_finish();
+
+	MemoryContextSwitchTo(work);
+	if (!result->rate_limited)
+		result->response = JsonbPGetDatum(ingest_respond(&s, caller));
+	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(work);
-	PG_RETURN_DATUM(result);
+}
+
+/*
+ * SQL function: ingest(body text, signature text, now timestamptz,
+ *                      caller_account text) returns jsonb
+ */
+Datum
+usage_tracking_ingest(PG_FUNCTION_ARGS)
+{
+	UtIngestRequest req = {0};
+	UtIngestResult result;
+
+	if (!PG_ARGISNULL(0))
+	{
+		text	   *body = PG_GETARG_TEXT_PP(0);
+
+		req.body = VARDATA_ANY(body);
+		req.body_len = VARSIZE_ANY_EXHDR(body);
+	}
+	if (!PG_ARGISNULL(1))
+	{
+		text	   *sig = PG_GETARG_TEXT_PP(1);
+
+		req.signature = VARDATA_ANY(sig);
+		req.signature_len = VARSIZE_ANY_EXHDR(sig);
+	}
+	req.now = PG_ARGISNULL(2) ? GetCurrentTransactionStartTimestamp()
+		: PG_GETARG_TIMESTAMPTZ(2);
+	req.caller_account = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+
+	ut_ingest(&req, &result);
+	if (result.rate_limited)
+		ut_raise_rate_limited(&result.limited);
+	PG_RETURN_DATUM(result.response);
 }

@@ -1,8 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * src/pricing.c
- *		Model prices: a per-backend cache of usage_tracking.model_prices and
- *		the cost of a group of tokens at one price row.
+ *		Model prices: a per-backend cache of usage_tracking.model_prices,
+ *		the row in force for a model at a time, and the cost of a group of
+ *		tokens at one price row: the one home of the pricing rule.  The
+ *		summaries (summary.c) and usage_tracking.event_cost() (below, which
+ *		reconcile() and void_event() call) price with it.
  *
  * The cache is loaded on first use and dropped whenever model_prices is
  * written: a statement trigger on the table sends a relcache invalidation,
@@ -27,6 +30,7 @@
 #include "usage_tracking.h"
 
 PG_FUNCTION_INFO_V1(usage_tracking_prices_changed);
+PG_FUNCTION_INFO_V1(usage_tracking_event_cost);
 
 typedef struct ModelPrices
 {
@@ -207,4 +211,33 @@ usage_tracking_prices_changed(PG_FUNCTION_ARGS)
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	price_valid = false;
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * SQL function: event_cost(model text, created_at timestamptz,
+ *                          prompt_tokens bigint, completion_tokens bigint,
+ *                          cached_prompt_tokens bigint) returns numeric
+ * The cost of one event as ingest's summaries price it: the row in force at
+ * created_at (the model's own, else '*'), cached prompt tokens at the cached
+ * price; NULL when no price applies or an argument other than model is NULL
+ * (a NULL model is priced by '*').
+ */
+Datum
+usage_tracking_event_cost(PG_FUNCTION_ARGS)
+{
+	const PriceRow *price;
+	int64		prompt;
+	int64		cached;
+
+	for (int i = 1; i <= 4; i++)
+		if (PG_ARGISNULL(i))
+			PG_RETURN_NULL();
+	ut_price_cache_begin();
+	price = ut_price_lookup(PG_ARGISNULL(0) ? "*" : text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							PG_GETARG_TIMESTAMPTZ(1));
+	if (price == NULL)
+		PG_RETURN_NULL();
+	prompt = PG_GETARG_INT64(2);
+	cached = PG_GETARG_INT64(4);
+	PG_RETURN_NUMERIC(ut_price_cost(price, prompt - cached, cached, PG_GETARG_INT64(3)));
 }

@@ -110,10 +110,50 @@ typedef struct UtQuotaPlan
 	int64		used;			/* recorded + pending this month */
 } UtQuotaPlan;
 
-extern void ut_ingest_quota(const char *install_id, const char *account_id,
+/* A post refused for its rate: the plan's limit and when to retry. */
+typedef struct UtRateLimited
+{
+	int			rate_requests_5m;
+	bool		can_retry;		/* false: not even an empty window admits it */
+	int			retry_after_s;	/* when can_retry */
+} UtRateLimited;
+
+#define UT_WINDOW_SLOTS 5
+
+extern void ut_window_shift(int64 *slots, TimestampTz slot_minute, TimestampTz at_minute);
+extern void ut_window_from_array(Datum array, int64 *slots);
+extern bool ut_window_retry_after(const int64 *slots, TimestampTz at_minute,
+								  TimestampTz now, int64 excess, int *seconds);
+extern bool ut_window_admit(int64 *slots, TimestampTz *slot_minute, TimestampTz now,
+							int64 n, int64 limit, bool *can_retry, int *retry_after_s);
+extern void ut_rate_limited_text(const UtRateLimited *r, char **message, char **detail,
+								 const char **hint);
+extern void ut_raise_rate_limited(const UtRateLimited *r) pg_attribute_noreturn();
+extern bool ut_ingest_quota(const char *install_id, const char *account_id,
 							int64 new_requests, TimestampTz now,
-							const UtQuotaPlan *known, UtQuotaPlan *verdict);
+							const UtQuotaPlan *known, UtQuotaPlan *verdict,
+							UtRateLimited *limited);
 extern const char *ut_quota_level(const UtQuotaPlan *plan);
+
+/* ingest.c: the ingest API both SQL entry points call */
+typedef struct UtIngestRequest
+{
+	const char *body;			/* the raw body; NULL: none */
+	int			body_len;
+	const char *signature;		/* X-Install-Signature; NULL: none */
+	int			signature_len;
+	TimestampTz now;
+	const char *caller_account; /* the caller's account; NULL: not checked */
+} UtIngestRequest;
+
+typedef struct UtIngestResult
+{
+	Datum		response;		/* jsonb; 0 when rate_limited */
+	bool		rate_limited;	/* the caller must raise it */
+	UtRateLimited limited;
+} UtIngestResult;
+
+extern void ut_ingest(const UtIngestRequest *req, UtIngestResult *result);
 
 /* store.c */
 extern bool ut_store_events(const char *install_id, BatchEvent **valid, int n,

@@ -89,7 +89,7 @@ SELECT t.outcome(:'body', :'forged_sig', '2025-11-03 12:00:00+00');
 SELECT r->>'received' AS received, r->'event_ids' AS event_ids
   FROM usage_tracking.ingest(:'body', :'sig', '2025-11-03 12:00:00+00') r;
 SELECT t.outcome(:'body', :'sig', '2025-11-03 12:00:00+00', 'acc_rel62b');
-SELECT usage_tracking.ingest_quota('62626262-6262-4262-8262-626262626262_626262626262', 'acc_rel62', 0, 0,
+SELECT usage_tracking.quota_status('62626262-6262-4262-8262-626262626262_626262626262',
                                    '2025-11-03 12:00:00+00') ->> 'used' AS used;
 
 -- Nothing the traps offered was used.

@@ -36,6 +36,9 @@ SELECT usage_tracking.register_installation(
          format('%s-0000-4000-8000-000000000000_%s', lpad(to_hex(i), 8, '0'), lpad(to_hex(i), 12, '0')),
          'acc_bench', 'bench-secret-0123456789')
   FROM generate_series(1, 100) i;
+-- the partitions of every day and month written below (no default partition)
+SELECT usage_tracking.ensure_partitions('2024-01-01', date '2024-01-01' + 700);
+SELECT usage_tracking.ensure_partitions('2025-11-01', timestamptz '2025-11-01 00:00:00+00' + $N * interval '2 seconds');
 INSERT INTO usage_tracking.events (install_id, event_id, wp_user_id_hash, source, model,
                                    prompt_tokens, completion_tokens, cached_prompt_tokens,
                                    request_id, context, created_at, received_at)

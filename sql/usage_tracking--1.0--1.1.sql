@@ -945,3 +945,430 @@ COMMENT ON FUNCTION @extschema@.raise_http_error(text, text, text, text) IS
     'For usage_api functions'' exception handlers: raise an extension SQLSTATE (usage_tracking.error_codes) again as SQLSTATE PGRST with the PostgREST JSON message and {"status","headers"} detail (Retry-After for 429, from the DETAIL''s retry_after_s); raise any other SQLSTATE again unchanged. The same translation usage_api.ingest applies.';
 
 DROP FUNCTION @extschema@.ingest_quota(text, text, bigint, bigint, timestamptz);
+
+-- == No default partitions ==
+-- PostgreSQL 15's pg_dump crashes (SIGSEGV) when a table registered with
+-- pg_extension_config_dump() is a partition and the extension itself is not
+-- selected (pg_dump -n usage_tracking, -t ...).  The two such tables were
+-- the default partitions events_default and daily_default, so 1.1 has no
+-- default partitions: ingest creates the partitions of the days it stores
+-- (ensure_partitions(), called from C on a per-backend cache miss), and
+-- rows of the 1.0 default partitions move into partitions of their own.
+
+CREATE OR REPLACE FUNCTION @extschema@._attach_partition(parent text, part text, lo text, hi text, keycol text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE pg_catalog.format('CREATE TABLE @extschema@.%I (LIKE @extschema@.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                              part, parent);
+    PERFORM @extschema@._index_partition(parent, part);
+    EXECUTE pg_catalog.format('ALTER TABLE @extschema@.%I ATTACH PARTITION @extschema@.%I FOR VALUES FROM (%s) TO (%s)',
+                              parent, part, lo, hi);
+END
+$$;
+COMMENT ON FUNCTION @extschema@._attach_partition(text, text, text, text, text) IS
+    'Internal: create, index and attach one empty partition of events or daily for [lo, hi) of keycol.';
+
+-- Concurrent callers (two ingests of a new day) must not both create a
+-- partition: the first one missing takes SHARE UPDATE EXCLUSIVE on both
+-- parents (what ATTACH PARTITION takes anyway; ingest's ROW EXCLUSIVE does
+-- not conflict), which also makes the re-check see partitions committed
+-- meanwhile, until the end of the transaction.
+CREATE OR REPLACE FUNCTION @extschema@.ensure_partitions(from_ts timestamptz, to_ts timestamptz)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d       date;
+    m       date;
+    created integer := 0;
+    locked  boolean := false;
+    part    text;
+BEGIN
+    IF from_ts IS NULL OR to_ts IS NULL THEN
+        RAISE EXCEPTION 'from_ts and to_ts must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    -- One events partition per UTC day.
+    FOR d IN SELECT pg_catalog.generate_series((from_ts AT TIME ZONE 'UTC')::date,
+                                               (to_ts AT TIME ZONE 'UTC')::date, interval '1 day')::date LOOP
+        part := 'events_p' || pg_catalog.to_char(d, 'YYYYMMDD');
+        CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('@extschema@.%I', part)) IS NOT NULL;
+        IF NOT locked THEN
+            LOCK TABLE @extschema@.events, @extschema@.daily IN SHARE UPDATE EXCLUSIVE MODE;
+            locked := true;
+            CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('@extschema@.%I', part)) IS NOT NULL;
+        END IF;
+        -- A partition attached by hand under another name may cover the day.
+        CONTINUE WHEN EXISTS (SELECT 1 FROM @extschema@._partitions('@extschema@.events'::regclass) p
+                               WHERE p.lo::timestamptz <= (d::timestamp AT TIME ZONE 'UTC')
+                                 AND ((d + 1)::timestamp AT TIME ZONE 'UTC') <= p.hi::timestamptz);
+        PERFORM @extschema@._attach_partition('events', part,
+            pg_catalog.format('%L', (d::timestamp AT TIME ZONE 'UTC')),
+            pg_catalog.format('%L', ((d + 1)::timestamp AT TIME ZONE 'UTC')), 'created_at');
+        created := created + 1;
+    END LOOP;
+    -- One daily partition per month.
+    FOR m IN SELECT pg_catalog.generate_series(pg_catalog.date_trunc('month', from_ts AT TIME ZONE 'UTC'),
+                                               pg_catalog.date_trunc('month', to_ts AT TIME ZONE 'UTC'),
+                                               interval '1 month')::date LOOP
+        part := 'daily_p' || pg_catalog.to_char(m, 'YYYYMM');
+        CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('@extschema@.%I', part)) IS NOT NULL;
+        IF NOT locked THEN
+            LOCK TABLE @extschema@.events, @extschema@.daily IN SHARE UPDATE EXCLUSIVE MODE;
+            locked := true;
+            CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('@extschema@.%I', part)) IS NOT NULL;
+        END IF;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM @extschema@._partitions('@extschema@.daily'::regclass) p
+                               WHERE p.lo::date <= m AND (m + interval '1 month')::date <= p.hi::date);
+        PERFORM @extschema@._attach_partition('daily', part,
+            pg_catalog.format('%L', m), pg_catalog.format('%L', (m + interval '1 month')::date), 'usage_date');
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.ensure_partitions(timestamptz, timestamptz) IS
+    'Create the events partitions (one per UTC day) and daily partitions (one per month) covering from_ts to to_ts; returns how many it created. Ingest creates the partitions of the days it stores itself; a direct INSERT into events or daily needs its day''s partitions made first (there is no default partition). Safe to call concurrently.';
+
+-- The monitoring view keeps its columns: the default-partition counts are
+-- 0 since there are no default partitions.
+CREATE OR REPLACE VIEW @extschema@.maintenance_status AS
+SELECT (SELECT max(l.started_at) FROM @extschema@.maintenance_log l WHERE l.job = 'run_maintenance')
+           AS last_maintenance_at,
+       (SELECT l.result FROM @extschema@.maintenance_log l WHERE l.job = 'run_maintenance'
+         ORDER BY l.started_at DESC LIMIT 1) AS last_maintenance_result,
+       (SELECT max(l.started_at) FROM @extschema@.maintenance_log l WHERE l.job = 'reconcile')
+           AS last_reconcile_at,
+       (SELECT sum((l.result->>'drifted')::bigint) FROM @extschema@.maintenance_log l
+         WHERE l.job = 'reconcile' AND l.started_at > pg_catalog.now() - interval '7 days')
+           AS drifted_rows_7d,
+       (SELECT count(*) FROM @extschema@._partitions('@extschema@.events'::regclass) p
+         WHERE p.hi IS NOT NULL) AS events_partitions,
+       (SELECT min(p.lo::timestamptz) FROM @extschema@._partitions('@extschema@.events'::regclass) p)
+           AS events_from,
+       (SELECT max(p.hi::timestamptz) FROM @extschema@._partitions('@extschema@.events'::regclass) p)
+           AS events_partitioned_until,
+       0::bigint AS events_default_rows,
+       0::bigint AS daily_default_rows,
+       (SELECT s.events_expired_before FROM @extschema@.maintenance_state s) AS events_expired_before,
+       (SELECT s.daily_expired_before FROM @extschema@.maintenance_state s) AS daily_expired_before;
+COMMENT ON VIEW @extschema@.maintenance_status IS
+    'One row for monitoring: last maintenance and reconcile runs, drift found in the last 7 days and the partitioned window of raw events (events_partitioned_until should stay ahead of now). events_default_rows and daily_default_rows are always 0 since 1.1 (no default partitions).';
+
+-- The 1.0 default partitions: detached, taken out of the extension (which
+-- also ends their pg_extension_config_dump registration), their rows moved
+-- into partitions of their own days and months, dropped.  The events rows
+-- go straight into their partition, so the statement trigger on events
+-- does not count them a second time.
+ALTER TABLE @extschema@.events DETACH PARTITION @extschema@.events_default;
+ALTER TABLE @extschema@.daily DETACH PARTITION @extschema@.daily_default;
+ALTER EXTENSION usage_tracking DROP TABLE @extschema@.events_default;
+ALTER EXTENSION usage_tracking DROP TABLE @extschema@.daily_default;
+DO $$
+DECLARE
+    d date;
+BEGIN
+    FOR d IN SELECT DISTINCT (e.created_at AT TIME ZONE 'UTC')::date FROM @extschema@.events_default e ORDER BY 1 LOOP
+        PERFORM @extschema@.ensure_partitions(d::timestamp AT TIME ZONE 'UTC', d::timestamp AT TIME ZONE 'UTC');
+        EXECUTE pg_catalog.format('INSERT INTO @extschema@.%I SELECT * FROM @extschema@.events_default e'
+                                  ' WHERE e.created_at >= $1 AND e.created_at < $2',
+                                  'events_p' || pg_catalog.to_char(d, 'YYYYMMDD'))
+          USING d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC';
+    END LOOP;
+    -- The months of daily rows: the daily partition only (the month's days
+    -- get events partitions when they have events).
+    FOR d IN SELECT DISTINCT pg_catalog.date_trunc('month', x.usage_date)::date FROM @extschema@.daily_default x ORDER BY 1 LOOP
+        CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('@extschema@.%I',
+                                             'daily_p' || pg_catalog.to_char(d, 'YYYYMM'))) IS NOT NULL;
+        PERFORM @extschema@._attach_partition('daily', 'daily_p' || pg_catalog.to_char(d, 'YYYYMM'),
+            pg_catalog.format('%L', d), pg_catalog.format('%L', (d + interval '1 month')::date), 'usage_date');
+    END LOOP;
+    INSERT INTO @extschema@.daily SELECT * FROM @extschema@.daily_default;
+END
+$$;
+DROP TABLE @extschema@.events_default;
+DROP TABLE @extschema@.daily_default;
+-- Partitions created by this script would be members of the extension, and
+-- so left out of every dump with their rows; like those made at run time
+-- they are ordinary tables.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS part
+               FROM pg_catalog.pg_inherits i
+               JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                                          AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+                                          AND d.deptype = 'e'
+              WHERE i.inhparent IN ('@extschema@.events'::regclass, '@extschema@.daily'::regclass)
+              ORDER BY 1 LOOP
+        EXECUTE pg_catalog.format('ALTER EXTENSION usage_tracking DROP TABLE %s', r.part);
+    END LOOP;
+END
+$$;
+
+-- Retention without the default partitions.
+CREATE OR REPLACE FUNCTION @extschema@.run_maintenance(now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '10s'
+AS $$
+DECLARE
+    started     timestamptz := pg_catalog.clock_timestamp();
+    ev_cut      timestamptz;
+    daily_cut   date;
+    created     integer;
+    p           record;
+    name        text;
+    ev_dropped  text[] := '{}';
+    dl_dropped  text[] := '{}';
+    busy        text[] := '{}';
+    freed       bigint := 0;
+    ev_deleted  bigint := 0;
+    dl_deleted  bigint := 0;
+    n           bigint;
+    pruned      bigint;
+    result      jsonb;
+BEGIN
+    IF now IS NULL THEN
+        RAISE EXCEPTION 'now must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('usage_tracking.run_maintenance')) THEN
+        RAISE NOTICE 'another run_maintenance is in progress; nothing done';
+        RETURN jsonb_build_object('skipped', 'another run_maintenance is in progress');
+    END IF;
+
+    -- Raw events are kept from the start of the UTC day that holds
+    -- now - event_retention; daily rows from the day of now - daily_retention.
+    ev_cut := pg_catalog.date_trunc('day', (now - @extschema@.retention('events')) AT TIME ZONE 'UTC')
+              AT TIME ZONE 'UTC';
+    daily_cut := ((now - @extschema@.retention('daily')) AT TIME ZONE 'UTC')::date;
+
+    -- Partitions for every day still kept, and a week ahead.
+    created := @extschema@.ensure_partitions(ev_cut, now + interval '7 days');
+
+    -- Raw events: drop whole days.
+    FOR p IN SELECT * FROM @extschema@._partitions('@extschema@.events'::regclass)
+              WHERE hi IS NOT NULL AND hi::timestamptz <= ev_cut ORDER BY hi::timestamptz LOOP
+        BEGIN
+            n := pg_catalog.pg_total_relation_size(p.part);
+            name := p.part::text;
+            EXECUTE pg_catalog.format('DROP TABLE %s', name);
+            freed := freed + n;
+            ev_dropped := ev_dropped || name;
+        EXCEPTION WHEN lock_not_available THEN
+            busy := busy || p.part::text;
+        END;
+    END LOOP;
+    -- Since 1.1 there is no default partition: every stored event is in the
+    -- partition of its day, and default_rows_deleted stays 0.
+
+    -- Daily summaries: drop whole months, delete the older days of the month
+    -- that straddles the cut (summary rows are few; that partition goes
+    -- whole at the end of its month).
+    FOR p IN SELECT * FROM @extschema@._partitions('@extschema@.daily'::regclass)
+              WHERE hi IS NOT NULL AND hi::date <= daily_cut ORDER BY hi::date LOOP
+        BEGIN
+            name := p.part::text;
+            EXECUTE pg_catalog.format('DROP TABLE %s', name);
+            dl_dropped := dl_dropped || name;
+        EXCEPTION WHEN lock_not_available THEN
+            busy := busy || p.part::text;
+        END;
+    END LOOP;
+    DELETE FROM @extschema@.daily d WHERE d.usage_date < daily_cut;
+    GET DIAGNOSTICS dl_deleted = ROW_COUNT;
+
+    pruned := @extschema@.prune_cron_history(interval '7 days', now);
+    DELETE FROM @extschema@.maintenance_log l WHERE l.as_of < run_maintenance.now - interval '400 days';
+
+    INSERT INTO @extschema@.maintenance_state AS s (singleton, events_expired_before, daily_expired_before)
+    VALUES (true, ev_cut, daily_cut)
+    ON CONFLICT (singleton) DO UPDATE SET
+        events_expired_before = greatest(s.events_expired_before, EXCLUDED.events_expired_before),
+        daily_expired_before = greatest(s.daily_expired_before, EXCLUDED.daily_expired_before);
+
+    result := jsonb_build_object(
+        'now', now,
+        'partitions_created', created,
+        'events', jsonb_build_object('kept_from', ev_cut,
+                                     'partitions_dropped', to_jsonb(ev_dropped),
+                                     'bytes_freed', freed,
+                                     'default_rows_deleted', ev_deleted),
+        'daily', jsonb_build_object('kept_from', daily_cut,
+                                    'partitions_dropped', to_jsonb(dl_dropped),
+                                    'rows_deleted', dl_deleted),
+        'cron_history_pruned', pruned,
+        'busy', to_jsonb(busy));
+    INSERT INTO @extschema@.maintenance_log (job, as_of, started_at, finished_at, result)
+    VALUES ('run_maintenance', now, started, pg_catalog.clock_timestamp(), result);
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.run_maintenance(timestamptz) IS
+    'Create partitions a week ahead, drop raw-event partitions past usage_tracking.event_retention and daily partitions past usage_tracking.daily_retention, prune the pg_cron history of the usage_tracking jobs, and return what it did. Idempotent; a second run at the same time does nothing. A partition it cannot lock within 10 s is listed under "busy" and dropped next time.';
+
+-- Reconcile: a day without a partition gets its partitions before it is locked.
+CREATE OR REPLACE FUNCTION @extschema@.reconcile(day date, repair boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    started   timestamptz := pg_catalog.clock_timestamp();
+    day_lo    timestamptz;
+    day_hi    timestamptz;
+    expired   timestamptz;
+    holder    regclass;
+    checked   bigint;
+    drifted   bigint;
+    deleted   bigint;
+    upserted  bigint;
+    listed    jsonb;
+    result    jsonb;
+BEGIN
+    IF day IS NULL THEN
+        RAISE EXCEPTION 'day must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT s.events_expired_before INTO expired FROM @extschema@.maintenance_state s;
+    day_lo := day::timestamp AT TIME ZONE 'UTC';
+    day_hi := (day + 1)::timestamp AT TIME ZONE 'UTC';
+    IF day_lo < expired THEN
+        RAISE EXCEPTION 'raw events of % have expired', day
+            USING ERRCODE = '22023',
+                  DETAIL = pg_catalog.format('Raw events are kept from %s on.', expired),
+                  HINT = 'Summaries of expired days can no longer be re-derived.';
+    END IF;
+
+    -- One reconcile per day at a time; and no insert into that day's
+    -- partition while it runs, so the comparison sees a still picture.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('usage_tracking.reconcile'),
+                                             day - date '2000-01-01');
+    -- A day without a partition gets its partitions (events, and daily for
+    -- its month) first: there is no default partition to lock or write to.
+    SELECT p.part INTO holder
+      FROM @extschema@._partitions('@extschema@.events'::regclass) p
+     WHERE p.lo::timestamptz <= day_lo AND day_hi <= p.hi::timestamptz;
+    IF holder IS NULL THEN
+        PERFORM @extschema@.ensure_partitions(day_lo, day_lo);
+        SELECT p.part INTO holder
+          FROM @extschema@._partitions('@extschema@.events'::regclass) p
+         WHERE p.lo::timestamptz <= day_lo AND day_hi <= p.hi::timestamptz;
+    END IF;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE',
+                              coalesce(holder, '@extschema@.events'::regclass));
+
+    WITH priced AS (
+        SELECT e.install_id, e.wp_user_id_hash, e.source, e.model,
+               e.prompt_tokens, e.completion_tokens, e.cached_prompt_tokens,
+               @extschema@.event_cost(e.model, e.created_at, e.prompt_tokens,
+                                      e.completion_tokens, e.cached_prompt_tokens) AS cost
+          FROM @extschema@.events e
+         WHERE e.created_at >= day_lo AND e.created_at < day_hi AND e.voided_at IS NULL
+    ), expected AS (
+        SELECT install_id, wp_user_id_hash, source, model,
+               count(*)::bigint AS total_requests,
+               sum(prompt_tokens)::bigint AS prompt_tokens,
+               sum(completion_tokens)::bigint AS completion_tokens,
+               sum(cached_prompt_tokens)::bigint AS cached_prompt_tokens,
+               sum(cost) AS estimated_cost_usd,
+               count(*) FILTER (WHERE cost IS NULL)::bigint AS unpriced_requests
+          FROM priced
+         GROUP BY install_id, wp_user_id_hash, source, model
+    ), stored AS (
+        SELECT d.install_id, d.wp_user_id_hash, d.source, d.model, d.total_requests,
+               d.prompt_tokens, d.completion_tokens, d.cached_prompt_tokens,
+               d.estimated_cost_usd, d.unpriced_requests
+          FROM @extschema@.daily d
+         WHERE d.usage_date = day
+    ), drift AS (
+        SELECT coalesce(x.install_id, s.install_id) AS install_id,
+               coalesce(x.wp_user_id_hash, s.wp_user_id_hash) AS wp_user_id_hash,
+               coalesce(x.source, s.source) AS source,
+               coalesce(x.model, s.model) AS model,
+               x.install_id IS NULL AS gone,
+               x.total_requests, x.prompt_tokens, x.completion_tokens,
+               x.cached_prompt_tokens, x.estimated_cost_usd, x.unpriced_requests,
+               CASE WHEN s.install_id IS NOT NULL THEN jsonb_build_object(
+                   'total_requests', s.total_requests, 'prompt_tokens', s.prompt_tokens,
+                   'completion_tokens', s.completion_tokens, 'cached_prompt_tokens', s.cached_prompt_tokens,
+                   'estimated_cost_usd', s.estimated_cost_usd, 'unpriced_requests', s.unpriced_requests)
+               END AS was,
+               CASE WHEN x.install_id IS NOT NULL THEN jsonb_build_object(
+                   'total_requests', x.total_requests, 'prompt_tokens', x.prompt_tokens,
+                   'completion_tokens', x.completion_tokens, 'cached_prompt_tokens', x.cached_prompt_tokens,
+                   'estimated_cost_usd', x.estimated_cost_usd, 'unpriced_requests', x.unpriced_requests)
+               END AS should_be
+          FROM expected x
+          FULL JOIN stored s
+            ON s.install_id = x.install_id AND s.wp_user_id_hash = x.wp_user_id_hash
+           AND s.source = x.source AND s.model = x.model
+         WHERE (x.total_requests, x.prompt_tokens, x.completion_tokens, x.cached_prompt_tokens,
+                x.estimated_cost_usd, x.unpriced_requests)
+               IS DISTINCT FROM
+               (s.total_requests, s.prompt_tokens, s.completion_tokens, s.cached_prompt_tokens,
+                s.estimated_cost_usd, s.unpriced_requests)
+    ), del AS (
+        DELETE FROM @extschema@.daily d
+         USING drift f
+         WHERE repair AND f.gone AND d.usage_date = day AND d.install_id = f.install_id
+           AND d.wp_user_id_hash = f.wp_user_id_hash AND d.source = f.source AND d.model = f.model
+        RETURNING 1
+    ), upd AS (
+        -- The daily parent has no unique index (each partition has its own
+        -- primary key): rows that exist are updated, missing ones inserted.
+        -- The SHARE lock above keeps ingest out of this day meanwhile.
+        UPDATE @extschema@.daily d SET
+            total_requests = f.total_requests,
+            prompt_tokens = f.prompt_tokens,
+            completion_tokens = f.completion_tokens,
+            cached_prompt_tokens = f.cached_prompt_tokens,
+            estimated_cost_usd = f.estimated_cost_usd,
+            unpriced_requests = f.unpriced_requests
+          FROM drift f
+         WHERE repair AND NOT f.gone AND f.was IS NOT NULL AND d.usage_date = day
+           AND d.install_id = f.install_id AND d.wp_user_id_hash = f.wp_user_id_hash
+           AND d.source = f.source AND d.model = f.model
+        RETURNING 1
+    ), ins AS (
+        INSERT INTO @extschema@.daily AS d (install_id, usage_date, wp_user_id_hash, source, model,
+                                            total_requests, prompt_tokens, completion_tokens,
+                                            cached_prompt_tokens, estimated_cost_usd, unpriced_requests)
+        SELECT f.install_id, day, f.wp_user_id_hash, f.source, f.model, f.total_requests,
+               f.prompt_tokens, f.completion_tokens, f.cached_prompt_tokens,
+               f.estimated_cost_usd, f.unpriced_requests
+          FROM drift f
+         WHERE repair AND NOT f.gone AND f.was IS NULL
+         ORDER BY f.install_id, f.wp_user_id_hash, f.source, f.model
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM expected) + (SELECT count(*) FROM drift WHERE gone),
+           (SELECT count(*) FROM drift),
+           (SELECT count(*) FROM del),
+           (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins),
+           (SELECT coalesce(jsonb_agg(r ORDER BY r->>'install_id', r->>'wp_user_id_hash',
+                                      r->>'source', r->>'model'), '[]')
+              FROM (SELECT jsonb_build_object('install_id', f.install_id,
+                                              'wp_user_id_hash', f.wp_user_id_hash,
+                                              'source', f.source, 'model', f.model,
+                                              'stored', f.was, 'expected', f.should_be) AS r
+                      FROM drift f
+                     ORDER BY f.install_id, f.wp_user_id_hash, f.source, f.model
+                     LIMIT 100) l)
+      INTO checked, drifted, deleted, upserted, listed;
+
+    result := jsonb_build_object('day', day, 'rows_checked', checked, 'drifted', drifted,
+                                 'repaired', deleted + upserted, 'drift', listed);
+    INSERT INTO @extschema@.maintenance_log (job, as_of, started_at, finished_at, result)
+    VALUES ('reconcile', pg_catalog.now(), started, pg_catalog.clock_timestamp(),
+            result - 'drift' || jsonb_build_object('drift_listed', jsonb_array_length(listed)));
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.reconcile(date, boolean) IS
+    'Re-derive the daily summaries of one UTC day from its raw events (voided events excluded, priced at the rows in force), report every row that drifted (the first 100 in "drift", stored against expected) and, unless repair is false, repair them. Refuses days whose raw events have expired.';

@@ -19,6 +19,7 @@
 
 #include "miscadmin.h"
 
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "common/cryptohash.h"
@@ -31,6 +32,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/inval.h"
 #include "utils/timestamp.h"
 
 #include "lookup.h"
@@ -42,6 +44,25 @@ PG_FUNCTION_INFO_V1(usage_tracking_ingest);
 
 static SPIPlanPtr seen_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr ensure_plan = NULL;
+
+/*
+ * The UTC days known to have their partitions (events for the day, daily for
+ * its month), per backend.  Any relcache invalidation of either parent (a
+ * partition attached, detached or dropped, here or elsewhere, or this
+ * transaction's creations rolled back) empties it.  Since 1.1 there is no
+ * default partition; under the 1.0 SQL (before ALTER EXTENSION ... UPDATE)
+ * there is one and nothing is created here.
+ */
+#define COVERED_MAX 64
+
+static DateADT covered[COVERED_MAX];
+static int	ncovered = 0;
+static bool covered_valid = false;
+static bool covered_has_default = false;
+static bool covered_callback = false;
+static Oid	covered_events = InvalidOid;
+static Oid	covered_daily = InvalidOid;
 
 typedef struct Installation
 {
@@ -249,6 +270,114 @@ keys_digest(BatchEvent **valid, int n)
 	pg_cryptohash_free(ctx);
 	SET_VARSIZE(d, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
 	return d;
+}
+
+static void
+covered_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == covered_events || relid == covered_daily)
+		covered_valid = false;
+}
+
+/* (Re)start the cache of covered days, empty. */
+static void
+covered_reset(void)
+{
+	if (!covered_callback)
+	{
+		CacheRegisterRelcacheCallback(covered_invalidate, (Datum) 0);
+		covered_callback = true;
+	}
+	covered_events = ut_relid("events");
+	covered_daily = ut_relid("daily");
+	covered_has_default =
+		(OidIsValid(covered_events) &&
+		 OidIsValid(get_default_partition_oid(covered_events))) ||
+		(OidIsValid(covered_daily) &&
+		 OidIsValid(get_default_partition_oid(covered_daily)));
+	ncovered = 0;
+	covered_valid = true;
+}
+
+static bool
+covered_has(DateADT day)
+{
+	for (int i = 0; i < ncovered; i++)
+		if (covered[i] == day)
+			return true;
+	return false;
+}
+
+/*
+ * Make sure the partitions of the valid events' days exist (events for the
+ * day, daily for its month) before anything is stored, so that neither the
+ * direct path nor the INSERT statement finds a row without a partition.
+ * Only a day missing from the cache costs a call of ensure_partitions().
+ */
+static void
+ensure_days(BatchEvent **valid, int n)
+{
+	DateADT    *missing = NULL;
+	int			nmissing = 0;
+	DateADT		last = DATEVAL_NOEND;
+	MemoryContext mcxt = CurrentMemoryContext;
+
+	if (!covered_valid)
+		covered_reset();
+	if (covered_has_default)
+		return;
+	for (int i = 0; i < n; i++)
+	{
+		DateADT		day = ut_utc_day(valid[i]->created_at);
+		bool		seen = false;
+
+		if (day == last || covered_has(day))
+		{
+			last = day;
+			continue;
+		}
+		if (missing == NULL)
+			missing = palloc(sizeof(DateADT) * n);
+		for (int j = 0; j < nmissing && !seen; j++)
+			seen = (missing[j] == day);
+		if (!seen)
+			missing[nmissing++] = day;
+	}
+	if (nmissing == 0)
+		return;
+
+	if (ensure_plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		ensure_plan = ut_prepare_kept("SELECT usage_tracking.ensure_partitions($1, $1)",
+									  1, types);
+	}
+	for (int j = 0; j < nmissing; j++)
+	{
+		Datum		args[1];
+		int			ret;
+
+		args[0] = TimestampTzGetDatum((TimestampTz) missing[j] * USECS_PER_DAY);
+		ret = SPI_execute_plan(ensure_plan, args, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "ensure_partitions failed: %s", SPI_result_code_string(ret));
+	}
+	MemoryContextSwitchTo(mcxt);
+
+	/*
+	 * What was created invalidated the cache; the days are covered now (a
+	 * rollback invalidates it again).
+	 */
+	if (!covered_valid)
+		covered_reset();
+	for (int j = 0; j < nmissing; j++)
+	{
+		if (ncovered == COVERED_MAX)
+			ncovered = 0;
+		covered[ncovered++] = missing[j];
+	}
+	pfree(missing);
 }
 
 /*
@@ -531,6 +660,7 @@ ingest_store(IngestState *s)
 		return;
 	if (!s->inst.seen_recently)
 		mark_seen(install_id, now);
+	ensure_days(s->valid, s->nvalid);
 	s->is_new = palloc(sizeof(bool) * s->nvalid);
 	s->direct = ut_store_events(install_id, s->valid, s->nvalid, now,
 								keys_digest(s->valid, s->nvalid), s->is_new);

@@ -62,6 +62,7 @@ sql "CREATE EXTENSION usage_tracking;
 
 # store INSTALL PREFIX N AT — N events created at AT (one second apart).
 store() {
+  sql "SELECT usage_tracking.ensure_partitions('$4', '$4'::timestamptz + $3 * interval '1 second')" >/dev/null
   sql "INSERT INTO usage_tracking.events (install_id, event_id, wp_user_id_hash, source, model,
                                           prompt_tokens, completion_tokens, created_at)
        SELECT '$1', '$2' || i, repeat('c', 64), 'bulk', 'gpt-4o-mini', 100, 20,

@@ -13,6 +13,8 @@ INSERT INTO seed_inst VALUES
   (5, '55555555-5555-4555-8555-555555555555_0000000000c5', 'solo',     'gpt-4o-mini',   3);
 SELECT count(usage_tracking.register_installation(install_id, account_id)) AS registered FROM seed_inst;
 
+-- The days' partitions (a plain INSERT finds no default partition).
+SELECT usage_tracking.ensure_partitions('2025-10-15', '2025-11-20') >= 0 AS partitions_ready;
 -- Requests per day: the installation's level, a weekly rhythm, and the spike.
 INSERT INTO usage_tracking.events (install_id, event_id, wp_user_id_hash, source, model,
                                    prompt_tokens, completion_tokens, cached_prompt_tokens, created_at)

@@ -72,6 +72,21 @@ done
 check "ingest under the $OLDEST SQL with the current library stored every event" 41 \
   "$(q -d "$OLD" -c "SELECT count(*) FROM usage_tracking.events")"
 
+# Rows in the default partitions of 1.0: an event (and so its summary) of a
+# day and month with no partition.  1.1 has no default partitions: the fresh
+# install needs the day prepared; the update moves the rows into partitions.
+far="INSERT INTO usage_tracking.events (install_id, event_id, wp_user_id_hash, source, model,
+                                     prompt_tokens, completion_tokens, created_at, received_at)
+     VALUES ('660e8400-e29b-41d4-a716-446655440000_b3b4c5d6e7f8', 'evt_far_1', repeat('f', 64), 'bulk',
+             'gpt-4o', 10, 5, '2027-02-10 10:00Z', '2026-11-03 12:30Z')"
+q -d "$OLD" -c "$far" >/dev/null || not_ok "a row into the default partitions of $OLDEST"
+q -d "$NEW" -c "SELECT usage_tracking.ensure_partitions('2027-02-10 10:00Z', '2027-02-10 10:00Z')" -c "$far" >/dev/null \
+  || not_ok "a row into a prepared day of $CURRENT"
+if [ "$OLDEST" = 1.0 ]; then
+  check "before the update the default partitions hold rows (events, daily)" "1|1" \
+    "$(q -d "$OLD" -c "SELECT (SELECT count(*) FROM usage_tracking.events_default), (SELECT count(*) FROM usage_tracking.daily_default)")"
+fi
+
 # Rows of every table of the extension's schemas, hashed over the columns
 # they have now, in a fixed order.
 hash_tables() { # hash_tables DB COLUMNS-FILE
@@ -89,7 +104,9 @@ table_digests() { # table_digests DB COLUMNS-FILE
   done <"$2"
 }
 hash_tables "$OLD" "$TMP/columns_before"
-table_digests "$OLD" "$TMP/columns_before" >"$TMP/rows_before"
+# The default partitions go in 1.1; their rows are in the parents' digests.
+grep -v '^usage_tracking\.\(events\|daily\)_default ' "$TMP/columns_before" >"$TMP/columns_kept"
+table_digests "$OLD" "$TMP/columns_kept" >"$TMP/rows_before"
 
 # Update step by step along the path PostgreSQL finds.
 path=$(q -d "$OLD" -c "SELECT path FROM pg_extension_update_paths('usage_tracking')
@@ -131,12 +148,19 @@ members=$(grep -c '^ALTER EXTENSION usage_tracking ADD' "$TMP/schema_old.sql")
 [ "$members" -gt 100 ] && ok "the dumps list the extension's members ($members)" || not_ok "the dumps list $members members"
 
 # The data that was there before the update is all still there.
-table_digests "$OLD" "$TMP/columns_before" >"$TMP/rows_after"
+table_digests "$OLD" "$TMP/columns_kept" >"$TMP/rows_after"
 if diff -u "$TMP/rows_before" "$TMP/rows_after" >"$TMP/rows.diff"; then
   ok "every row of the $(wc -l <"$TMP/rows_before") tables is unchanged by the update"
 else
   not_ok "rows changed by the update:"; cat "$TMP/rows.diff"
 fi
+check "the rows of the default partitions are in partitions of their own, and no default partition is left" \
+  "usage_tracking.events_p20270210|usage_tracking.daily_p202702|0" \
+  "$(q -d "$OLD" -c "SELECT (SELECT tableoid::regclass FROM usage_tracking.events WHERE event_id = 'evt_far_1'),
+                            (SELECT tableoid::regclass FROM usage_tracking.daily WHERE usage_date = '2027-02-10'),
+                            (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                              WHERE i.inhparent IN ('usage_tracking.events'::regclass, 'usage_tracking.daily'::regclass)
+                                AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT')")"
 
 # Both databases are now usable and answer alike: a resend is all
 # duplicates, a new batch is stored and counted against the same quota.

@@ -43,6 +43,7 @@ check "the gate sends ingest through the executor while pgaudit is loaded" \
   "an executor hook is set" "$(q -c "SELECT usage_tracking.write_path('usage_tracking.events')")"
 
 audit_lines() { grep -c 'AUDIT: OBJECT,.*,WRITE,INSERT,TABLE,usage_tracking.events,' "$WORK/server.log"; }
+q -c "SELECT usage_tracking.ensure_partitions('2026-11-02', '2026-11-02')" >/dev/null || exit 1
 before=$(audit_lines)
 q -c "INSERT INTO usage_tracking.events (install_id, event_id, wp_user_id_hash, source, model, prompt_tokens,
         completion_tokens, cached_prompt_tokens, created_at, received_at)

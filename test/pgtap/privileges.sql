@@ -139,7 +139,7 @@ SELECT r.role, x.rel, p.priv,
             ELSE has_any_column_privilege(r.role, ('usage_tracking.' || x.rel)::regclass, p.priv) END AS granted
   FROM roles r,
        unnest(ARRAY['plans', 'accounts', 'installations', 'installation_secrets', 'model_prices', 'events',
-                    'events_default', 'daily', 'daily_default', 'error_codes', 'usage_events', 'daily_usage',
+                    'daily', 'error_codes', 'usage_events', 'daily_usage',
                     'monthly_usage', 'installation_usage']) x(rel),
        unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p(priv);
 

@@ -23,6 +23,8 @@ SELECT usage_tracking.set_alert_channel('gov_alert_free', 'webhook', 'http://127
 SELECT usage_tracking.set_alert_channel('gov_alert_free', 'slack', 'http://127.0.0.1:9/slack') AS slack;
 SELECT usage_tracking.set_alert_channel('gov_alert_free', 'email', 'ops@example.com') AS email;
 
+-- Direct inserts need their days' partitions first (there is no default partition).
+SELECT usage_tracking.ensure_partitions('2025-11-03', '2025-12-01') >= 0 AS partitions_ready;
 -- n events of an installation created at "at" plus i seconds, tokens each.
 CREATE FUNCTION pg_temp.store(install text, prefix text, n int, at timestamptz, tokens int DEFAULT 120)
 RETURNS void LANGUAGE sql AS $$

@@ -23,6 +23,8 @@ SELECT usage_tracking.register_installation('aaaaaaaa-0000-4000-8000-00000000000
 
 -- n requests of one model on one UTC day, through the raw events table (its
 -- trigger keeps the daily summaries, which is all analytics reads).
+-- Direct inserts need their days' partitions first (there is no default partition).
+SELECT usage_tracking.ensure_partitions('2025-10-01', '2025-12-01') >= 0 AS partitions_ready;
 CREATE FUNCTION seed(inst text, day date, n int, model text, src text DEFAULT 'bulk') RETURNS bigint
 LANGUAGE sql AS $$
   WITH ins AS (

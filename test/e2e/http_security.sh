@@ -77,4 +77,27 @@ d, state = all_of()
 print(statuses(d), state)')
 is "$out" "200 200 closed" "plain pipelining still works"
 
+# --- W4: the access log cannot be forged ------------------------------------------------
+req GET "/nowhere%20200%200.1ms%20install=$IB%0a2026-01-01T00:00:00Z%20GET%20/fake%20200" -H "Authorization: Bearer $READER_A"
+is "$STATUS" 404 "a path with encoded spaces and a newline: 404"
+sleep 0.2
+line=$(grep -a 'nowhere' "$GW_LOG")
+is "$(printf '%s\n' "$line" | wc -l) $(printf '%s\n' "$line" | awk '{print NF}')" "1 6" "it is one log line of six fields"
+case "$line" in *" /nowhere%20200%200.1ms%20install%3D$IB%0A2026-01-01T00%3A00%3A00Z%20GET%20/fake%20200 404 "*" install=-") r=0 ;; *) r=1 ;; esac
+ok $r "with the path percent-encoded and no install id"
+grep -aq '^2026-01-01T00:00:00Z' "$GW_LOG"; ok $((!$?)) "no forged line starts in the log"
+body="{\"install_id\":\"$SA\",\"events\":[]}"
+post_batch "$body" "$(sign "$body" "$SA")" "$ING_A"
+is "$STATUS" 400 "a secret posted as the install_id: refused"
+body=$(batch "$IA" evt_log 1)
+post_batch "$body" "$(sign "$body" "wrong-secret-0123456789abcdef")" "$ING_A"
+is "$STATUS" 401 "a well-formed install_id with a wrong signature: 401"
+b=$(batch "$IA" evt_log 1)
+post_batch "$b" "$(sign "$b" "$SA")" "$ING_A"
+is "$STATUS" 200 "a signed batch: 200"
+sleep 0.2
+grep -aq -- "$SA" "$GW_LOG"; ok $((!$?)) "the secret is not in the access log"
+is "$(grep -a 'POST /api/usage/event' "$GW_LOG" | awk '{print $4, $6}' | tail -3 | tr '\n' ' ')" \
+   "400 install=- 401 install=- 200 install=$IA " "only the install_id the database accepted (200) is logged"
+
 finish

@@ -100,4 +100,16 @@ grep -aq -- "$SA" "$GW_LOG"; ok $((!$?)) "the secret is not in the access log"
 is "$(grep -a 'POST /api/usage/event' "$GW_LOG" | awk '{print $4, $6}' | tail -3 | tr '\n' ' ')" \
    "400 install=- 401 install=- 200 install=$IA " "only the install_id the database accepted (200) is logged"
 
+# --- W3: a duplicated top-level key ------------------------------------------------------
+ev=$(batch "$IA" evt_dup 1 | sed 's/.*"events":\[//; s/\]}$//')
+body="{\"install_id\":\"$IB\",\"install_id\":\"$IA\",\"events\":[$ev]}"
+before=$(sql "SELECT count(*) FROM usage_tracking.events")
+post_batch "$body" "$(sign "$body" "$SA")" "$ING_A"
+is "$(error_of) $(jget "$BODY" '{message}')" "400 invalid_batch invalid batch: install_id appears more than once" \
+   "install_id twice (another tenant's first, the signer's last): 400 UTB02"
+is "$(sql "SELECT count(*) FROM usage_tracking.events")" "$before" "and nothing is stored"
+sleep 0.2
+is "$(grep -a 'POST /api/usage/event' "$GW_LOG" | tail -1 | awk '{print $4, $6}')" "400 install=-" \
+   "the access log names no installation for it"
+
 finish

@@ -82,6 +82,25 @@ http_inflight(void)
 
 /* Responses ---------------------------------------------------------------- */
 
+/*
+ * The dashboard's policy: its own script, style sheet and API only; no
+ * inline script or style, no framing.  Every other answer is data and may
+ * load nothing at all.
+ */
+#define DASHBOARD_CSP "default-src 'none'; script-src 'self'; style-src 'self'; " \
+	"img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; " \
+	"frame-ancestors 'none'"
+#define API_CSP "default-src 'none'; frame-ancestors 'none'"
+
+static void
+add_security_headers(struct MHD_Response *resp, const char *csp)
+{
+	MHD_add_response_header(resp, "Content-Security-Policy", csp);
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+}
+
 typedef struct header_add_state
 {
 	struct MHD_Response *resp;
@@ -125,6 +144,7 @@ send_response(struct MHD_Connection *conn, request *rq, int status,
 		return MHD_NO;
 	MHD_add_response_header(resp, "Content-Type", ctype);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	add_security_headers(resp, API_CSP);
 	if (headers_json)
 	{
 		header_add_state st = {resp, 0};
@@ -394,6 +414,7 @@ typedef struct call
 	route_kind	kind;
 	int			lookup;			/* resolve raw-body and set-returning from pg_proc */
 	int			read_only;
+	int			body_not_object;	/* a POST body that is not a JSON object */
 	call_args	args;
 } call;
 
@@ -568,6 +589,11 @@ run_call(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cl
 			if (raw && memchr(raw_value, '\0', rq->body.len) != NULL)
 			{
 				gw_error_set(&err, 400, "invalid_input", "the body holds a NUL byte");
+				goto fail;
+			}
+			if (!raw && c->body_not_object)
+			{
+				gw_error_set(&err, 400, "malformed_json", "the body must be a JSON object");
 				goto fail;
 			}
 			if (!raw && c->args.bad)
@@ -841,6 +867,7 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 	MHD_add_response_header(resp, "Content-Type", "text/csv; charset=utf-8");
 	MHD_add_response_header(resp, "Content-Disposition", "attachment; filename=\"usage.csv\"");
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	add_security_headers(resp, API_CSP);
 	if (gw_draining)
 		MHD_add_response_header(resp, "Connection", "close");
 	rq->status = 200;
@@ -926,6 +953,40 @@ content_type_for(const char *path)
 	return "application/octet-stream";
 }
 
+/*
+ * Open rel (a relative path of plain names) beneath dir, following no
+ * symbolic link on the way: each directory is opened with O_NOFOLLOW from
+ * the one before, so a link anywhere under dir leads nowhere.  dir itself
+ * is the operator's choice and may be a link.  Returns an fd or -1.
+ */
+static int
+open_beneath(const char *dir, char *rel)
+{
+	int			dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char	   *name = rel,
+			   *slash;
+
+	while (dfd >= 0 && (slash = strchr(name, '/')) != NULL)
+	{
+		int			next;
+
+		*slash = '\0';
+		next = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		*slash = '/';
+		close(dfd);
+		dfd = next;
+		name = slash + 1;
+	}
+	if (dfd < 0)
+		return -1;
+	{
+		int			fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+		close(dfd);
+		return fd;
+	}
+}
+
 static enum MHD_Result
 handle_dashboard(struct MHD_Connection *conn, request *rq, const char *url)
 {
@@ -947,9 +1008,9 @@ handle_dashboard(struct MHD_Connection *conn, request *rq, const char *url)
 			return send_error(conn, rq, 404, "not_found", "no such file", NULL);
 	if (strstr(rel, "..") || rel[0] == '.' || strstr(rel, "/.") || strstr(rel, "//"))
 		return send_error(conn, rq, 404, "not_found", "no such file", NULL);
-	if (snprintf(path, sizeof(path), "%s/%s", gw_cfg.dashboard_dir, rel) >= (int) sizeof(path))
+	if (snprintf(path, sizeof(path), "%s", rel) >= (int) sizeof(path))
 		return send_error(conn, rq, 404, "not_found", "no such file", NULL);
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = open_beneath(gw_cfg.dashboard_dir, path);
 	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
 	{
 		if (fd >= 0)
@@ -963,7 +1024,7 @@ handle_dashboard(struct MHD_Connection *conn, request *rq, const char *url)
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", content_type_for(path));
-	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	add_security_headers(resp, DASHBOARD_CSP);
 	if (gw_draining)
 		MHD_add_response_header(resp, "Connection", "close");
 	rq->status = 200;
@@ -998,6 +1059,18 @@ authenticate(struct MHD_Connection *conn, request *rq, jwt_claims *claims, int *
 	}
 	*done = 0;
 	return MHD_YES;
+}
+
+/* No body, or white space only. */
+static int
+body_blank(const request *rq)
+{
+	size_t		i;
+
+	for (i = 0; i < rq->body.len; i++)
+		if (!strchr(" \t\r\n", rq->body.data[i]) || rq->body.data[i] == '\0')
+			return 0;
+	return 1;
 }
 
 static enum MHD_Result
@@ -1061,11 +1134,19 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 		c.read_only = strcmp(method, "GET") == 0;
 		if (strcmp(method, "GET") == 0)
 			MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query_arg, &c.args);
-		else if (rq->body.len > 0 && rq->body.data[strspn(rq->body.data, " \t\r\n")] == '{')
+		else if (!body_blank(rq))
 		{
-			/* Keys become named arguments, unless the function takes the raw body. */
+			/*
+			 * Keys become named arguments, unless the function takes the raw
+			 * body; which one is known after the lookup, where a body that is
+			 * not a JSON object is refused for a function taking arguments.
+			 */
 			if (json_object_members(rq->body.data, rq->body.len, collect_body_arg, &c.args) != 0)
+			{
 				args_free(&c.args);
+				c.args.bad = 0;
+				c.body_not_object = 1;
+			}
 		}
 	}
 	else if (path_known)

@@ -112,4 +112,38 @@ sleep 0.2
 is "$(grep -a 'POST /api/usage/event' "$GW_LOG" | tail -1 | awk '{print $4, $6}')" "400 install=-" \
    "the access log names no installation for it"
 
+# --- the dashboard: no symlink is followed, security headers ------------------------------
+printf 'outside-secret-file\n' >"$WORK/http_security_outside/leak.js"
+ln -s "$WORK/http_security_outside" "$DASH/linked"
+ln -s "$WORK/http_security_outside/leak.js" "$DASH/assets/leak.js"
+req GET /dashboard/linked/leak.js
+is "$(error_of)" "404 not_found" "a symlinked directory under the dashboard: 404"
+req GET /dashboard/assets/leak.js
+is "$(error_of)" "404 not_found" "a symlinked file under the dashboard: 404"
+case "$BODY" in *outside-secret*) r=1 ;; *) r=0 ;; esac
+ok $r "nothing outside the dashboard directory is served"
+req GET /dashboard/assets/app.js
+is "$STATUS" 200 "a real file in a real subdirectory is still served"
+req GET /dashboard/
+is "$STATUS $(header X-Content-Type-Options) $(header X-Frame-Options)" "200 nosniff DENY" \
+   "the dashboard page has X-Content-Type-Options: nosniff and X-Frame-Options: DENY"
+csp=$(header Content-Security-Policy)
+case "$csp" in *"default-src 'none'"*"script-src 'self'"*"frame-ancestors 'none'"*) r=0 ;; *) r=1 ;; esac
+ok $r "and a Content-Security-Policy allowing only its own script (got: $csp)"
+case "$csp" in *unsafe-inline*|*unsafe-eval*) r=1 ;; *) r=0 ;; esac
+ok $r "with no unsafe-inline or unsafe-eval"
+req GET /healthz
+is "$(header X-Content-Type-Options) $(header X-Frame-Options) $(header Content-Security-Policy)" \
+   "nosniff DENY default-src 'none'; frame-ancestors 'none'" "API answers carry the headers too"
+
+# --- /rpc with a body that is not a JSON object -----------------------------------------
+for body in "{\"install_id\": \"$IA\"," '[1, 2]' 'install_id=x' '{"a": 1} trailing'; do
+  req POST /rpc/summary -H "Authorization: Bearer $READER_A" -H 'Content-Type: application/json' --data-binary "$body"
+  is "$(error_of)" "400 malformed_json" "POST /rpc/summary with body '$body': 400, not a call without arguments"
+done
+req POST /rpc/summary -H "Authorization: Bearer $READER_A" -H 'Content-Type: application/json' --data-binary "{\"install_id\": \"$IA\"}"
+is "$STATUS" 200 "a JSON object body still passes its keys as arguments"
+req POST /rpc/summary -H "Authorization: Bearer $READER_A" --data-binary '  '
+is "$STATUS" 200 "a blank body is a call without arguments, as before"
+
 finish

@@ -45,4 +45,4 @@ SELECT r->>'received' AS received
               'rel67-secret-a-0123456789abcdef', '2025-11-03 12:00:00+00') r;
 SELECT event_id, prompt_tokens, completion_tokens FROM usage_tracking.events
  WHERE install_id = '67676767-6767-4767-8767-67676767676a_67676767676a' ORDER BY 1;
-SELECT count(*) AS drifting_rows FROM t.drift;
+SELECT count(*) AS drifting_rows FROM t.drift WHERE install_id LIKE '67676767-%';

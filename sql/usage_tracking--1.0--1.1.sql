@@ -101,3 +101,22 @@ COMMENT ON FUNCTION @extschema@.rotate_installation_secret(text, text, timestamp
 REVOKE ALL ON FUNCTION @extschema@.rotate_installation_secret(text, text, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.rotate_installation_secret(text, text, timestamptz)
     TO usage_tracking_admin;
+
+-- CSV formula injection: a field a spreadsheet would read as a formula
+-- (leading =, +, -, @, tab or carriage return) is written as text, the way
+-- OWASP recommends: a single quote first, and the field quoted.  Every
+-- export (export_csv, usage_api.export, the provider's all-tenant export)
+-- writes its text fields through this one function.
+CREATE OR REPLACE FUNCTION @extschema@._csv(v text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+SELECT CASE WHEN v IS NULL THEN ''
+            WHEN v ~ '^[=+@\t\r-]' THEN '"''' || pg_catalog.replace(v, '"', '""') || '"'
+            WHEN v = '' OR v ~ '[",\r\n]' THEN '"' || pg_catalog.replace(v, '"', '""') || '"'
+            ELSE v END
+$$;
+COMMENT ON FUNCTION @extschema@._csv(text) IS
+    'Internal: a value as one RFC 4180 CSV field (NULL as an empty field); a value starting with =, +, -, @, tab or carriage return is prefixed with a single quote and quoted, so no spreadsheet runs it as a formula.';
+COMMENT ON FUNCTION @extschema@.export_csv(text, text, date, date) IS
+    'CSV export, one RFC 4180 record per row, the header first: kind ''daily'' (the daily_usage columns) or ''events'' (the usage_events columns, times in UTC), of one installation or every one the caller may see, for the UTC days date_from to date_to (both included). A text field starting with =, +, -, @, tab or carriage return is written with a leading single quote, quoted (CSV formula injection). Streams: use it as COPY (SELECT * FROM usage_tracking.export_csv(...)) TO STDOUT.';

@@ -146,4 +146,16 @@ is "$STATUS" 200 "a JSON object body still passes its keys as arguments"
 req POST /rpc/summary -H "Authorization: Bearer $READER_A" --data-binary '  '
 is "$STATUS" 200 "a blank body is a call without arguments, as before"
 
+# --- V2: CSV formula injection ---------------------------------------------------------
+b=$(batch "$IA" evt_formula 1 | sed 's/"model":"gpt-4o-mini"/"model":"@SUM","request_id":"=cmd|'"'"' \/C calc'"'"'!A0"/')
+post_batch "$b" "$(sign "$b" "$SA")" "$ING_A"
+is "$STATUS $(jget "$BODY" '{received}')" "200 1" "an event with request_id =cmd|' /C calc'!A0 and model @SUM is stored"
+for who in "$ADMIN" "$READER_A"; do
+  req POST /api/usage/export -H "Authorization: Bearer $who" -d '{"kind": "events"}'
+  line=$(printf '%s\n' "$BODY" | grep evt_formula)
+  case "$line" in *",\"'@SUM\","*",\"'=cmd|' /C calc'!A0\","*) r=0 ;; *) r=1 ;; esac
+  ok $r "the export writes them as text: a single quote first, quoted (status $STATUS)"
+  printf '%s\n' "$BODY" | grep -Eq '(^|,)"?[=+@-]'; ok $((!$?)) "no field of the export starts a formula"
+done
+
 finish

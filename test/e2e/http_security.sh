@@ -158,4 +158,20 @@ for who in "$ADMIN" "$READER_A"; do
   printf '%s\n' "$BODY" | grep -Eq '(^|,)"?[=+@-]'; ok $((!$?)) "no field of the export starts a formula"
 done
 
+# --- W1: a captured request replayed after forget_user() ---------------------------------
+cap=$(batch "$IA" evt_replay 3)
+capsig=$(sign "$cap" "$SA")
+post_batch "$cap" "$capsig" "$ING_A"
+is "$STATUS $(jget "$BODY" '{received}')" "200 3" "a site posts three events of three users"
+used=$(jget "$BODY" '{quota,used}')
+user=$(sql "SELECT wp_user_id_hash FROM usage_tracking.events WHERE install_id = '$IA' AND event_id = 'evt_replay_0'")
+sql "SELECT usage_tracking.forget_user('$IA', '$user')" >/dev/null
+post_batch "$cap" "$capsig" "$ING_A"
+is "$STATUS $(jget "$BODY" '{received}') $(jget "$BODY" '{rejected,0,error}')" \
+   "200 2 this user's events were erased after this event was created" \
+   "the captured request replayed after forget_user(): the erased user's event is refused, the others are duplicates"
+is "$(jget "$BODY" '{quota,used}')" "$used" "and the quota does not count them again"
+is "$(sql "SELECT count(*) FROM usage_tracking.events WHERE install_id = '$IA' AND wp_user_id_hash = '$user' AND event_id LIKE 'evt_replay_%'")" 0 \
+   "nothing of the erased user is stored again"
+
 finish

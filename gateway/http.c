@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -659,7 +660,82 @@ typedef struct csv_stream
 	strbuf		buf;
 	size_t		off;
 	int			state;			/* 0 rows pending, 1 finished and committed, 2 failed */
+	int			slot;			/* its entry in export_slots */
+	double		start;
+	uint64_t	sent;
+	int			client_fd;		/* the client's socket, to abort it */
 } csv_stream;
+
+/*
+ * Exports streaming or waiting for a connection, by account: one account
+ * may run USAGE_EXPORTS_PER_ACCOUNT at once (an admin's all-tenant export
+ * counts under the account ""), so one tenant's slow readers cannot hold
+ * every export connection.
+ */
+static pthread_mutex_t export_lock = PTHREAD_MUTEX_INITIALIZER;
+static char export_slots[GW_EXPORT_SLOTS][sizeof(((jwt_claims *) 0)->account_id)];
+static int	export_slot_used[GW_EXPORT_SLOTS];
+
+/* A slot for account, or -1 (*full: every slot is taken) over its cap. */
+static int
+export_slot_take(const char *account, int *full)
+{
+	int			i,
+				mine = 0,
+				free_slot = -1;
+
+	*full = 0;
+	pthread_mutex_lock(&export_lock);
+	for (i = 0; i < GW_EXPORT_SLOTS; i++)
+	{
+		if (!export_slot_used[i])
+		{
+			if (free_slot < 0)
+				free_slot = i;
+		}
+		else if (strcmp(export_slots[i], account) == 0)
+			mine++;
+	}
+	if (mine >= gw_cfg.exports_per_account || free_slot < 0)
+	{
+		*full = free_slot < 0;
+		free_slot = -1;
+	}
+	else
+	{
+		export_slot_used[free_slot] = 1;
+		snprintf(export_slots[free_slot], sizeof(export_slots[free_slot]), "%s", account);
+	}
+	pthread_mutex_unlock(&export_lock);
+	return free_slot;
+}
+
+static void
+export_slot_give(int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&export_lock);
+	export_slot_used[slot] = 0;
+	pthread_mutex_unlock(&export_lock);
+}
+
+/*
+ * Whether an export has overstayed: past USAGE_EXPORT_TIMEOUT, or, after
+ * GW_EXPORT_RATE_GRACE_S, averaging less than USAGE_EXPORT_MIN_RATE bytes
+ * a second.  A client that reads slowly keeps its connection busy, so
+ * MHD's idle timeout never fires; this does.
+ */
+static int
+export_overdue(const csv_stream *cs)
+{
+	double		elapsed = gw_now() - cs->start;
+
+	if (elapsed > gw_cfg.export_timeout_s)
+		return 1;
+	return elapsed > GW_EXPORT_RATE_GRACE_S &&
+		(double) cs->sent < (double) gw_cfg.export_min_rate * elapsed;
+}
 
 static void
 csv_take(csv_stream *cs, PGresult *res)
@@ -692,6 +768,25 @@ csv_read(void *cls, uint64_t pos, char *out, size_t max)
 	size_t		avail = cs->buf.len - cs->off;
 
 	(void) pos;
+	if (cs->state == 0 && export_overdue(cs))
+	{
+		fprintf(stderr, "usage-gateway: export cut off after %.0f s and %llu bytes "
+				"(USAGE_EXPORT_TIMEOUT %d s, USAGE_EXPORT_MIN_RATE %d B/s)\n",
+				gw_now() - cs->start, (unsigned long long) cs->sent,
+				gw_cfg.export_timeout_s, gw_cfg.export_min_rate);
+		cs->state = 2;
+		/*
+		 * Reset rather than close: what the kernel still buffers for the
+		 * slow reader is dropped, so it cannot keep reading for minutes.
+		 */
+		if (cs->client_fd >= 0)
+		{
+			struct linger lg = {1, 0};
+
+			setsockopt(cs->client_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
 	if (avail < max && cs->state == 0)
 	{
 		if (cs->off > 0)
@@ -723,6 +818,7 @@ csv_read(void *cls, uint64_t pos, char *out, size_t max)
 
 		memcpy(out, cs->buf.data + cs->off, n);
 		cs->off += n;
+		cs->sent += n;
 		return (ssize_t) n;
 	}
 	return cs->state == 1 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
@@ -751,6 +847,7 @@ csv_free(void *cls)
 	}
 	db_rollback_if_needed(cs->gc);
 	db_release(cs->gc);
+	export_slot_give(cs->slot);
 	sb_free(&cs->buf);
 	free(cs);
 }
@@ -763,24 +860,38 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 	gw_conn    *gc = NULL;
 	gw_error	err = {0};
 	const char *ctx_values[5];
-	db_stmt		stmts[2];
+	db_stmt		stmts[3];
 	int			attempt,
 				rc,
 				failed,
-				i;
+				i,
+				slot,
+				full;
+	char		timeout_ms[32];
+	const char *timeout_value = timeout_ms;
 	PGconn	   *pg;
 	PGresult   *res;
 	csv_stream *cs;
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
+	slot = export_slot_take(claims->account_id, &full);
+	if (slot < 0)
+		return full ?
+			send_error(conn, rq, 503, "too_many_exports", "too many exports are running, retry later",
+					   "{\"Retry-After\":\"5\"}") :
+			send_error(conn, rq, 429, "too_many_exports",
+					   "this account already runs as many exports as it may, retry when one ends",
+					   "{\"Retry-After\":\"5\"}");
 	sb_init(&headers);
 	sb_init(&sql);
 	request_context(conn, rq, claims, &headers, ctx_values);
+	/* The database bounds the export too: the whole query, however slowly read. */
+	snprintf(timeout_ms, sizeof(timeout_ms), "%d", gw_cfg.export_timeout_s * 1000);
 
 	for (attempt = 0;; attempt++)
 	{
-		gc = db_acquire(GW_ACQUIRE_TIMEOUT_MS);
+		gc = db_acquire_lane(GW_LANE_EXPORT, GW_ACQUIRE_TIMEOUT_MS);
 		if (gc == NULL || db_ensure(gc) != 0)
 		{
 			gw_error_set(&err, 503, "database_unavailable", "the database is unavailable, retry later");
@@ -792,10 +903,13 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 		stmts[1].sql = CONTEXT_SQL;
 		stmts[1].nparams = 5;
 		stmts[1].values = ctx_values;
-		rc = db_pipeline(gc, stmts, 2, &failed);
+		stmts[2].sql = "SELECT pg_catalog.set_config('statement_timeout', $1, true)";
+		stmts[2].nparams = 1;
+		stmts[2].values = &timeout_value;
+		rc = db_pipeline(gc, stmts, 3, &failed);
 		if (rc == -1 && attempt == 0)
 		{
-			db_clear(stmts, 2);
+			db_clear(stmts, 3);
 			db_mark_broken(gc);
 			db_release(gc);
 			gc = NULL;
@@ -803,7 +917,7 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 		}
 		if (rc < 0)
 		{
-			db_clear(stmts, 2);
+			db_clear(stmts, 3);
 			db_mark_broken(gc);
 			gw_error_set(&err, 503, "database_unavailable", "the database connection was lost, retry later");
 			err.headers_json = strdup("{\"Retry-After\":\"1\"}");
@@ -812,10 +926,10 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 		if (rc == 1)
 		{
 			gw_error_from_result(stmts[failed].result, db_pgconn(gc), &err, 0);
-			db_clear(stmts, 2);
+			db_clear(stmts, 3);
 			goto fail;
 		}
-		db_clear(stmts, 2);
+		db_clear(stmts, 3);
 		break;
 	}
 
@@ -853,13 +967,32 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 		goto fail;
 	}
 	cs->gc = gc;
+	cs->slot = slot;
+	cs->start = gw_now();
+	{
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		cs->client_fd = ci ? (int) ci->connect_fd : -1;
+		/*
+		 * A small send buffer: the kernel then asks for more often, so the
+		 * deadline and the rate are checked as the client reads, and little
+		 * is left queued for a client that is cut off.
+		 */
+		if (cs->client_fd >= 0)
+		{
+			int			sndbuf = GW_EXPORT_SNDBUF;
+
+			setsockopt(cs->client_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+		}
+	}
 	sb_init(&cs->buf);
 	csv_take(cs, res);
 	PQclear(res);
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, csv_read, cs, csv_free);
 	if (resp == NULL)
 	{
-		csv_free(cs);
+		csv_free(cs);			/* gives the slot back */
 		sb_free(&headers);
 		sb_free(&sql);
 		return MHD_NO;
@@ -883,6 +1016,7 @@ fail:
 		db_rollback_if_needed(gc);
 		db_release(gc);
 	}
+	export_slot_give(slot);
 	sb_free(&headers);
 	sb_free(&sql);
 	if (strcmp(err.code, "undefined_function") == 0)
@@ -895,7 +1029,8 @@ fail:
 static enum MHD_Result
 handle_health(struct MHD_Connection *conn, request *rq)
 {
-	gw_conn    *gc = db_acquire(GW_ACQUIRE_TIMEOUT_MS);
+	/* A connection of its own: busy API calls or exports do not fail it. */
+	gw_conn    *gc = db_acquire_lane(GW_LANE_HEALTH, GW_ACQUIRE_TIMEOUT_MS);
 	int			ok = 0;
 
 	if (gc && db_ensure(gc) == 0)

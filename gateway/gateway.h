@@ -18,6 +18,7 @@
 #define GW_ACQUIRE_TIMEOUT_MS 5000	/* waiting for a pooled connection */
 #define GW_RECONNECT_BACKOFF 1.0	/* seconds between reconnect attempts */
 #define GW_EXPORT_RATE_GRACE_S 10	/* seconds before the minimum rate applies */
+#define GW_MAX_CONNECTIONS 512	/* client connections in all */
 #define GW_EXPORT_SLOTS 256		/* exports waiting or streaming at once */
 #define GW_EXPORT_SNDBUF (64 * 1024)	/* socket send buffer of an export */
 
@@ -31,6 +32,7 @@ typedef struct gw_config
 	unsigned short listen_port;
 	int			pool_size;
 	int			client_timeout_s;	/* idle client connections are closed */
+	int			client_connections;	/* connections one client address may hold */
 	int			export_pool;	/* connections for CSV exports */
 	int			exports_per_account;	/* concurrent exports of one account */
 	int			export_timeout_s;	/* an export's deadline, and its statement_timeout */

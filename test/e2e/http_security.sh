@@ -174,4 +174,36 @@ is "$(jget "$BODY" '{quota,used}')" "$used" "and the quota does not count them a
 is "$(sql "SELECT count(*) FROM usage_tracking.events WHERE install_id = '$IA' AND wp_user_id_hash = '$user' AND event_id LIKE 'evt_replay_%'")" 0 \
    "nothing of the erased user is stored again"
 
+# --- a per-client connection cap ---------------------------------------------------------
+gw_stop
+gw_start USAGE_CLIENT_CONNECTIONS=4 USAGE_CLIENT_TIMEOUT=5
+out=$(python3 - "$PORT" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+held = []
+for i in range(4):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    s.settimeout(5)
+    s.recv(4096)                       # answered, kept alive
+    held.append(s)
+extra = socket.create_connection(("127.0.0.1", port))
+extra.settimeout(5)
+try:
+    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    fifth = "served" if extra.recv(4096).startswith(b"HTTP/1.1 200") else "refused"
+except (ConnectionResetError, BrokenPipeError, socket.timeout):
+    fifth = "refused"
+for s in held:
+    s.close()
+time.sleep(0.5)
+again = socket.create_connection(("127.0.0.1", port))
+again.settimeout(5)
+again.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+after = "served" if again.recv(4096).startswith(b"HTTP/1.1 200") else "refused"
+print(fifth, after)
+PY
+)
+is "$out" "refused served" "USAGE_CLIENT_CONNECTIONS=4: a fifth connection from one address is refused, and served once the others close"
+
 finish

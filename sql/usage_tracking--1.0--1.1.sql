@@ -21,8 +21,8 @@ DECLARE
     owner   text;
     created text;
 BEGIN
-    IF install_id IS NULL
-       OR install_id !~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}_[0-9a-f]{12}$' THEN
+    -- The install_id shape is src/batch.c's rule, asked through valid_shape().
+    IF install_id IS NULL OR NOT @extschema@.valid_shape('i', install_id) THEN
         RAISE EXCEPTION 'invalid install_id'
             USING ERRCODE = '22023',
                   HINT = 'An install_id is {uuid-v4}_{12 lowercase hex}.';

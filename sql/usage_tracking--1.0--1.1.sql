@@ -270,3 +270,28 @@ COMMENT ON FUNCTION @extschema@.forget_installation(text, timestamptz) IS
     'Erase an installation everywhere: its raw events, daily summaries, void records, registration and secrets; returns the counts and records them in erasure_log with the account only. Should the install_id be registered again, its events created before now are refused (a tombstone, kept for usage_tracking.event_retention).';
 REVOKE ALL ON FUNCTION @extschema@.forget_installation(text, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.forget_installation(text, timestamptz) TO usage_tracking_admin;
+
+-- Schema squatting: a role that created the schema usage_tracking (or
+-- usage_api) before CREATE EXTENSION would own the schema the extension's
+-- objects live in.  The extension refuses a schema owned by anyone but the
+-- role that installs it or a superuser; the install or update then fails
+-- and leaves nothing behind.
+DO $$
+DECLARE
+    squatted text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.format('%I (owned by %I)', n.nspname, r.rolname), ', ')
+      INTO squatted
+      FROM pg_catalog.pg_namespace n
+      JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+     WHERE n.nspname IN ('usage_tracking', 'usage_api')
+       AND NOT r.rolsuper
+       AND n.nspowner <> (SELECT e.extowner FROM pg_catalog.pg_extension e
+                           WHERE e.extname = 'usage_tracking');
+    IF squatted IS NOT NULL THEN
+        RAISE EXCEPTION 'schema % belongs to a role that did not install usage_tracking', squatted
+            USING ERRCODE = '42501',
+                  HINT = 'Drop the schema, or give it to the installing role (ALTER SCHEMA ... OWNER TO), and try again.';
+    END IF;
+END
+$$;

@@ -176,6 +176,8 @@ check_accepted(const char *token, size_t len, const jwt_claims *c)
 					memmem(header, hlen, "\\u", 2) != NULL);
 	/* exp is in force, the role is allowed, the claims are JSON. */
 	FUZZ_ASSERT(NOW - JWT_LEEWAY_S < c->exp);
+	/* ... and is a whole number of seconds no later than JWT_MAX_TIME. */
+	FUZZ_ASSERT(c->exp == (double) (long long) c->exp && c->exp <= (double) JWT_MAX_TIME);
 	for (const char *const *r = ROLES; *r; r++)
 		role_ok |= strcmp(*r, c->role) == 0;
 	FUZZ_ASSERT(role_ok);

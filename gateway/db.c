@@ -6,6 +6,11 @@
  *		its next user, at most once per GW_RECONNECT_BACKOFF; meanwhile
  *		requests get 503.  Each request's statements go in one pipeline.
  *
+ *		The pool has three lanes, so that one kind of request cannot take
+ *		the connections of another: USAGE_POOL connections for API calls,
+ *		USAGE_EXPORT_POOL for streamed CSV exports (a slow reader holds
+ *		one for as long as it reads), and one for /healthz.
+ *
  *-------------------------------------------------------------------------
  */
 #include "gateway.h"
@@ -48,7 +53,8 @@ struct gw_conn
 };
 
 static gw_conn *pool;
-static int	pool_size;
+static int	pool_size;			/* all lanes */
+static int	lane_start[GW_LANES + 1];	/* lane l is pool[lane_start[l] .. lane_start[l + 1]) */
 static char *pool_conninfo;
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_cond;
@@ -143,12 +149,17 @@ db_connect(gw_conn *c)
 }
 
 int
-db_pool_init(const char *conninfo, int size)
+db_pool_init(const char *conninfo, int size, int export_size)
 {
 	pthread_condattr_t attr;
 	int			i,
 				ok = 0;
 
+	lane_start[GW_LANE_API] = 0;
+	lane_start[GW_LANE_EXPORT] = size;
+	lane_start[GW_LANE_HEALTH] = size + export_size;
+	lane_start[GW_LANES] = size + export_size + 1;
+	size = lane_start[GW_LANES];
 	pool_conninfo = strdup(conninfo);
 	pool = calloc(size, sizeof(gw_conn));
 	if (pool == NULL || pool_conninfo == NULL)
@@ -183,9 +194,17 @@ db_pool_close(void)
 gw_conn *
 db_acquire(int timeout_ms)
 {
+	return db_acquire_lane(GW_LANE_API, timeout_ms);
+}
+
+gw_conn *
+db_acquire_lane(int lane, int timeout_ms)
+{
 	struct timespec deadline;
 	gw_conn    *found = NULL;
-	int			i;
+	int			i,
+				lo = lane_start[lane],
+				hi = lane_start[lane + 1];
 
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += timeout_ms / 1000;
@@ -199,14 +218,14 @@ db_acquire(int timeout_ms)
 	for (;;)
 	{
 		/* Prefer a live connection over one that must reconnect. */
-		for (i = 0; i < pool_size; i++)
+		for (i = lo; i < hi; i++)
 			if (!pool[i].busy && pool[i].conn)
 			{
 				found = &pool[i];
 				break;
 			}
 		if (!found)
-			for (i = 0; i < pool_size; i++)
+			for (i = lo; i < hi; i++)
 				if (!pool[i].busy)
 				{
 					found = &pool[i];
@@ -229,7 +248,8 @@ db_release(gw_conn *c)
 {
 	pthread_mutex_lock(&pool_lock);
 	c->busy = 0;
-	pthread_cond_signal(&pool_cond);
+	/* Waiters may wait for another lane: wake them all. */
+	pthread_cond_broadcast(&pool_cond);
 	pthread_mutex_unlock(&pool_lock);
 }
 

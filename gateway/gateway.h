@@ -17,6 +17,10 @@
 #define GW_MAX_BODY			(1024 * 1024)	/* bytes; larger bodies get 413 */
 #define GW_ACQUIRE_TIMEOUT_MS 5000	/* waiting for a pooled connection */
 #define GW_RECONNECT_BACKOFF 1.0	/* seconds between reconnect attempts */
+#define GW_EXPORT_RATE_GRACE_S 10	/* seconds before the minimum rate applies */
+#define GW_MAX_CONNECTIONS 512	/* client connections in all */
+#define GW_EXPORT_SLOTS 256		/* exports waiting or streaming at once */
+#define GW_EXPORT_SNDBUF (64 * 1024)	/* socket send buffer of an export */
 
 /* Configuration, from the environment (main.c). */
 typedef struct gw_config
@@ -28,6 +32,11 @@ typedef struct gw_config
 	unsigned short listen_port;
 	int			pool_size;
 	int			client_timeout_s;	/* idle client connections are closed */
+	int			client_connections;	/* connections one client address may hold */
+	int			export_pool;	/* connections for CSV exports */
+	int			exports_per_account;	/* concurrent exports of one account */
+	int			export_timeout_s;	/* an export's deadline, and its statement_timeout */
+	int			export_min_rate;	/* bytes/s an export must average after the grace */
 	char		dashboard_dir[4096];
 } gw_config;
 
@@ -58,9 +67,17 @@ extern void gw_error_free(gw_error *err);
 /* db.c: the fixed pool of libpq connections. */
 typedef struct gw_conn gw_conn;
 
-extern int	db_pool_init(const char *conninfo, int size);
+/* The lanes of the pool: each kind of request has connections of its own. */
+#define GW_LANE_API		0			/* USAGE_POOL: API calls */
+#define GW_LANE_EXPORT	1			/* USAGE_EXPORT_POOL: streamed CSV exports */
+#define GW_LANE_HEALTH	2			/* one connection: /healthz */
+#define GW_LANES		3
+
+/* size API connections, export_size export connections, one for health. */
+extern int	db_pool_init(const char *conninfo, int size, int export_size);
 extern void db_pool_close(void);
-extern gw_conn *db_acquire(int timeout_ms);
+extern gw_conn *db_acquire(int timeout_ms);	/* an API connection */
+extern gw_conn *db_acquire_lane(int lane, int timeout_ms);
 extern void db_release(gw_conn *c);
 /* Connect or reconnect when needed; 0 when the connection is usable. */
 extern int	db_ensure(gw_conn *c);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -82,6 +83,25 @@ http_inflight(void)
 
 /* Responses ---------------------------------------------------------------- */
 
+/*
+ * The dashboard's policy: its own script, style sheet and API only; no
+ * inline script or style, no framing.  Every other answer is data and may
+ * load nothing at all.
+ */
+#define DASHBOARD_CSP "default-src 'none'; script-src 'self'; style-src 'self'; " \
+	"img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; " \
+	"frame-ancestors 'none'"
+#define API_CSP "default-src 'none'; frame-ancestors 'none'"
+
+static void
+add_security_headers(struct MHD_Response *resp, const char *csp)
+{
+	MHD_add_response_header(resp, "Content-Security-Policy", csp);
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+}
+
 typedef struct header_add_state
 {
 	struct MHD_Response *resp;
@@ -125,6 +145,7 @@ send_response(struct MHD_Connection *conn, request *rq, int status,
 		return MHD_NO;
 	MHD_add_response_header(resp, "Content-Type", ctype);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	add_security_headers(resp, API_CSP);
 	if (headers_json)
 	{
 		header_add_state st = {resp, 0};
@@ -319,7 +340,31 @@ collect_body_arg(const char *key, size_t keylen, json_type type,
 	return 0;
 }
 
-/* For the access log: install_id of the body or the query, if well formed. */
+/* {uuid-v4}_{12 lowercase hex}, the shape the database requires. */
+static int
+install_id_shaped(const char *s)
+{
+	static const char pattern[] = "xxxxxxxx-xxxx-4xxx-Vxxx-xxxxxxxxxxxx_xxxxxxxxxxxx";
+	size_t		i;
+
+	for (i = 0; pattern[i]; i++)
+	{
+		char		c = s[i];
+
+		if (pattern[i] == 'x' ? !(isdigit((unsigned char) c) || (c >= 'a' && c <= 'f')) :
+			pattern[i] == 'V' ? !(c == '8' || c == '9' || c == 'a' || c == 'b') :
+			c != pattern[i])
+			return 0;
+	}
+	return s[i] == '\0';
+}
+
+/*
+ * For the access log: install_id of the body or the query.  It is logged
+ * only when the database accepted the request that named it (a 2xx answer)
+ * and it has the shape of an install_id: never a secret a site sent by
+ * mistake, never a value that could forge a field.
+ */
 static int
 find_install_member(const char *key, size_t keylen, json_type type,
 					const char *val, size_t vallen, void *arg)
@@ -339,19 +384,13 @@ static void
 note_install_id(request *rq, struct MHD_Connection *conn)
 {
 	const char *q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "install_id");
-	size_t		i;
 
 	if (q && strlen(q) < sizeof(rq->install_id))
 		strcpy(rq->install_id, q);
 	else if (rq->body.len > 0 && rq->body.data[0] == '{')
 		json_object_members(rq->body.data, rq->body.len, find_install_member, rq);
-	for (i = 0; rq->install_id[i]; i++)
-		if (!(isalnum((unsigned char) rq->install_id[i]) || rq->install_id[i] == '-' ||
-			  rq->install_id[i] == '_'))
-		{
-			rq->install_id[0] = '\0';
-			break;
-		}
+	if (!install_id_shaped(rq->install_id))
+		rq->install_id[0] = '\0';
 }
 
 /* Calls ------------------------------------------------------------------- */
@@ -376,6 +415,7 @@ typedef struct call
 	route_kind	kind;
 	int			lookup;			/* resolve raw-body and set-returning from pg_proc */
 	int			read_only;
+	int			body_not_object;	/* a POST body that is not a JSON object */
 	call_args	args;
 } call;
 
@@ -552,6 +592,11 @@ run_call(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cl
 				gw_error_set(&err, 400, "invalid_input", "the body holds a NUL byte");
 				goto fail;
 			}
+			if (!raw && c->body_not_object)
+			{
+				gw_error_set(&err, 400, "malformed_json", "the body must be a JSON object");
+				goto fail;
+			}
 			if (!raw && c->args.bad)
 			{
 				gw_error_set(&err, 400, "invalid_input",
@@ -615,7 +660,82 @@ typedef struct csv_stream
 	strbuf		buf;
 	size_t		off;
 	int			state;			/* 0 rows pending, 1 finished and committed, 2 failed */
+	int			slot;			/* its entry in export_slots */
+	double		start;
+	uint64_t	sent;
+	int			client_fd;		/* the client's socket, to abort it */
 } csv_stream;
+
+/*
+ * Exports streaming or waiting for a connection, by account: one account
+ * may run USAGE_EXPORTS_PER_ACCOUNT at once (an admin's all-tenant export
+ * counts under the account ""), so one tenant's slow readers cannot hold
+ * every export connection.
+ */
+static pthread_mutex_t export_lock = PTHREAD_MUTEX_INITIALIZER;
+static char export_slots[GW_EXPORT_SLOTS][sizeof(((jwt_claims *) 0)->account_id)];
+static int	export_slot_used[GW_EXPORT_SLOTS];
+
+/* A slot for account, or -1 (*full: every slot is taken) over its cap. */
+static int
+export_slot_take(const char *account, int *full)
+{
+	int			i,
+				mine = 0,
+				free_slot = -1;
+
+	*full = 0;
+	pthread_mutex_lock(&export_lock);
+	for (i = 0; i < GW_EXPORT_SLOTS; i++)
+	{
+		if (!export_slot_used[i])
+		{
+			if (free_slot < 0)
+				free_slot = i;
+		}
+		else if (strcmp(export_slots[i], account) == 0)
+			mine++;
+	}
+	if (mine >= gw_cfg.exports_per_account || free_slot < 0)
+	{
+		*full = free_slot < 0;
+		free_slot = -1;
+	}
+	else
+	{
+		export_slot_used[free_slot] = 1;
+		snprintf(export_slots[free_slot], sizeof(export_slots[free_slot]), "%s", account);
+	}
+	pthread_mutex_unlock(&export_lock);
+	return free_slot;
+}
+
+static void
+export_slot_give(int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&export_lock);
+	export_slot_used[slot] = 0;
+	pthread_mutex_unlock(&export_lock);
+}
+
+/*
+ * Whether an export has overstayed: past USAGE_EXPORT_TIMEOUT, or, after
+ * GW_EXPORT_RATE_GRACE_S, averaging less than USAGE_EXPORT_MIN_RATE bytes
+ * a second.  A client that reads slowly keeps its connection busy, so
+ * MHD's idle timeout never fires; this does.
+ */
+static int
+export_overdue(const csv_stream *cs)
+{
+	double		elapsed = gw_now() - cs->start;
+
+	if (elapsed > gw_cfg.export_timeout_s)
+		return 1;
+	return elapsed > GW_EXPORT_RATE_GRACE_S &&
+		(double) cs->sent < (double) gw_cfg.export_min_rate * elapsed;
+}
 
 static void
 csv_take(csv_stream *cs, PGresult *res)
@@ -648,6 +768,25 @@ csv_read(void *cls, uint64_t pos, char *out, size_t max)
 	size_t		avail = cs->buf.len - cs->off;
 
 	(void) pos;
+	if (cs->state == 0 && export_overdue(cs))
+	{
+		fprintf(stderr, "usage-gateway: export cut off after %.0f s and %llu bytes "
+				"(USAGE_EXPORT_TIMEOUT %d s, USAGE_EXPORT_MIN_RATE %d B/s)\n",
+				gw_now() - cs->start, (unsigned long long) cs->sent,
+				gw_cfg.export_timeout_s, gw_cfg.export_min_rate);
+		cs->state = 2;
+		/*
+		 * Reset rather than close: what the kernel still buffers for the
+		 * slow reader is dropped, so it cannot keep reading for minutes.
+		 */
+		if (cs->client_fd >= 0)
+		{
+			struct linger lg = {1, 0};
+
+			setsockopt(cs->client_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
 	if (avail < max && cs->state == 0)
 	{
 		if (cs->off > 0)
@@ -679,6 +818,7 @@ csv_read(void *cls, uint64_t pos, char *out, size_t max)
 
 		memcpy(out, cs->buf.data + cs->off, n);
 		cs->off += n;
+		cs->sent += n;
 		return (ssize_t) n;
 	}
 	return cs->state == 1 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
@@ -707,6 +847,7 @@ csv_free(void *cls)
 	}
 	db_rollback_if_needed(cs->gc);
 	db_release(cs->gc);
+	export_slot_give(cs->slot);
 	sb_free(&cs->buf);
 	free(cs);
 }
@@ -719,24 +860,38 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 	gw_conn    *gc = NULL;
 	gw_error	err = {0};
 	const char *ctx_values[5];
-	db_stmt		stmts[2];
+	db_stmt		stmts[3];
 	int			attempt,
 				rc,
 				failed,
-				i;
+				i,
+				slot,
+				full;
+	char		timeout_ms[32];
+	const char *timeout_value = timeout_ms;
 	PGconn	   *pg;
 	PGresult   *res;
 	csv_stream *cs;
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
+	slot = export_slot_take(claims->account_id, &full);
+	if (slot < 0)
+		return full ?
+			send_error(conn, rq, 503, "too_many_exports", "too many exports are running, retry later",
+					   "{\"Retry-After\":\"5\"}") :
+			send_error(conn, rq, 429, "too_many_exports",
+					   "this account already runs as many exports as it may, retry when one ends",
+					   "{\"Retry-After\":\"5\"}");
 	sb_init(&headers);
 	sb_init(&sql);
 	request_context(conn, rq, claims, &headers, ctx_values);
+	/* The database bounds the export too: the whole query, however slowly read. */
+	snprintf(timeout_ms, sizeof(timeout_ms), "%d", gw_cfg.export_timeout_s * 1000);
 
 	for (attempt = 0;; attempt++)
 	{
-		gc = db_acquire(GW_ACQUIRE_TIMEOUT_MS);
+		gc = db_acquire_lane(GW_LANE_EXPORT, GW_ACQUIRE_TIMEOUT_MS);
 		if (gc == NULL || db_ensure(gc) != 0)
 		{
 			gw_error_set(&err, 503, "database_unavailable", "the database is unavailable, retry later");
@@ -748,10 +903,13 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 		stmts[1].sql = CONTEXT_SQL;
 		stmts[1].nparams = 5;
 		stmts[1].values = ctx_values;
-		rc = db_pipeline(gc, stmts, 2, &failed);
+		stmts[2].sql = "SELECT pg_catalog.set_config('statement_timeout', $1, true)";
+		stmts[2].nparams = 1;
+		stmts[2].values = &timeout_value;
+		rc = db_pipeline(gc, stmts, 3, &failed);
 		if (rc == -1 && attempt == 0)
 		{
-			db_clear(stmts, 2);
+			db_clear(stmts, 3);
 			db_mark_broken(gc);
 			db_release(gc);
 			gc = NULL;
@@ -759,7 +917,7 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 		}
 		if (rc < 0)
 		{
-			db_clear(stmts, 2);
+			db_clear(stmts, 3);
 			db_mark_broken(gc);
 			gw_error_set(&err, 503, "database_unavailable", "the database connection was lost, retry later");
 			err.headers_json = strdup("{\"Retry-After\":\"1\"}");
@@ -768,10 +926,10 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 		if (rc == 1)
 		{
 			gw_error_from_result(stmts[failed].result, db_pgconn(gc), &err, 0);
-			db_clear(stmts, 2);
+			db_clear(stmts, 3);
 			goto fail;
 		}
-		db_clear(stmts, 2);
+		db_clear(stmts, 3);
 		break;
 	}
 
@@ -809,13 +967,32 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 		goto fail;
 	}
 	cs->gc = gc;
+	cs->slot = slot;
+	cs->start = gw_now();
+	{
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		cs->client_fd = ci ? (int) ci->connect_fd : -1;
+		/*
+		 * A small send buffer: the kernel then asks for more often, so the
+		 * deadline and the rate are checked as the client reads, and little
+		 * is left queued for a client that is cut off.
+		 */
+		if (cs->client_fd >= 0)
+		{
+			int			sndbuf = GW_EXPORT_SNDBUF;
+
+			setsockopt(cs->client_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+		}
+	}
 	sb_init(&cs->buf);
 	csv_take(cs, res);
 	PQclear(res);
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, csv_read, cs, csv_free);
 	if (resp == NULL)
 	{
-		csv_free(cs);
+		csv_free(cs);			/* gives the slot back */
 		sb_free(&headers);
 		sb_free(&sql);
 		return MHD_NO;
@@ -823,6 +1000,7 @@ run_csv(struct MHD_Connection *conn, request *rq, call *c, const jwt_claims *cla
 	MHD_add_response_header(resp, "Content-Type", "text/csv; charset=utf-8");
 	MHD_add_response_header(resp, "Content-Disposition", "attachment; filename=\"usage.csv\"");
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	add_security_headers(resp, API_CSP);
 	if (gw_draining)
 		MHD_add_response_header(resp, "Connection", "close");
 	rq->status = 200;
@@ -838,6 +1016,7 @@ fail:
 		db_rollback_if_needed(gc);
 		db_release(gc);
 	}
+	export_slot_give(slot);
 	sb_free(&headers);
 	sb_free(&sql);
 	if (strcmp(err.code, "undefined_function") == 0)
@@ -850,7 +1029,8 @@ fail:
 static enum MHD_Result
 handle_health(struct MHD_Connection *conn, request *rq)
 {
-	gw_conn    *gc = db_acquire(GW_ACQUIRE_TIMEOUT_MS);
+	/* A connection of its own: busy API calls or exports do not fail it. */
+	gw_conn    *gc = db_acquire_lane(GW_LANE_HEALTH, GW_ACQUIRE_TIMEOUT_MS);
 	int			ok = 0;
 
 	if (gc && db_ensure(gc) == 0)
@@ -908,6 +1088,40 @@ content_type_for(const char *path)
 	return "application/octet-stream";
 }
 
+/*
+ * Open rel (a relative path of plain names) beneath dir, following no
+ * symbolic link on the way: each directory is opened with O_NOFOLLOW from
+ * the one before, so a link anywhere under dir leads nowhere.  dir itself
+ * is the operator's choice and may be a link.  Returns an fd or -1.
+ */
+static int
+open_beneath(const char *dir, char *rel)
+{
+	int			dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char	   *name = rel,
+			   *slash;
+
+	while (dfd >= 0 && (slash = strchr(name, '/')) != NULL)
+	{
+		int			next;
+
+		*slash = '\0';
+		next = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		*slash = '/';
+		close(dfd);
+		dfd = next;
+		name = slash + 1;
+	}
+	if (dfd < 0)
+		return -1;
+	{
+		int			fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+		close(dfd);
+		return fd;
+	}
+}
+
 static enum MHD_Result
 handle_dashboard(struct MHD_Connection *conn, request *rq, const char *url)
 {
@@ -929,9 +1143,9 @@ handle_dashboard(struct MHD_Connection *conn, request *rq, const char *url)
 			return send_error(conn, rq, 404, "not_found", "no such file", NULL);
 	if (strstr(rel, "..") || rel[0] == '.' || strstr(rel, "/.") || strstr(rel, "//"))
 		return send_error(conn, rq, 404, "not_found", "no such file", NULL);
-	if (snprintf(path, sizeof(path), "%s/%s", gw_cfg.dashboard_dir, rel) >= (int) sizeof(path))
+	if (snprintf(path, sizeof(path), "%s", rel) >= (int) sizeof(path))
 		return send_error(conn, rq, 404, "not_found", "no such file", NULL);
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = open_beneath(gw_cfg.dashboard_dir, path);
 	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
 	{
 		if (fd >= 0)
@@ -945,7 +1159,7 @@ handle_dashboard(struct MHD_Connection *conn, request *rq, const char *url)
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", content_type_for(path));
-	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	add_security_headers(resp, DASHBOARD_CSP);
 	if (gw_draining)
 		MHD_add_response_header(resp, "Connection", "close");
 	rq->status = 200;
@@ -980,6 +1194,18 @@ authenticate(struct MHD_Connection *conn, request *rq, jwt_claims *claims, int *
 	}
 	*done = 0;
 	return MHD_YES;
+}
+
+/* No body, or white space only. */
+static int
+body_blank(const request *rq)
+{
+	size_t		i;
+
+	for (i = 0; i < rq->body.len; i++)
+		if (!strchr(" \t\r\n", rq->body.data[i]) || rq->body.data[i] == '\0')
+			return 0;
+	return 1;
 }
 
 static enum MHD_Result
@@ -1043,11 +1269,19 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 		c.read_only = strcmp(method, "GET") == 0;
 		if (strcmp(method, "GET") == 0)
 			MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query_arg, &c.args);
-		else if (rq->body.len > 0 && rq->body.data[strspn(rq->body.data, " \t\r\n")] == '{')
+		else if (!body_blank(rq))
 		{
-			/* Keys become named arguments, unless the function takes the raw body. */
+			/*
+			 * Keys become named arguments, unless the function takes the raw
+			 * body; which one is known after the lookup, where a body that is
+			 * not a JSON object is refused for a function taking arguments.
+			 */
 			if (json_object_members(rq->body.data, rq->body.len, collect_body_arg, &c.args) != 0)
+			{
 				args_free(&c.args);
+				c.args.bad = 0;
+				c.body_not_object = 1;
+			}
 		}
 	}
 	else if (path_known)
@@ -1061,7 +1295,6 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 		return send_error(conn, rq, 400, "invalid_input",
 						  "arguments must be distinct lower-case identifiers, at most 32", NULL);
 	}
-	note_install_id(rq, conn);
 	ret = authenticate(conn, rq, &claims, &done);
 	if (done)
 	{
@@ -1072,12 +1305,45 @@ dispatch(struct MHD_Connection *conn, request *rq, const char *url, const char *
 		ret = run_csv(conn, rq, &c, &claims);
 	else
 		ret = run_call(conn, rq, &c, &claims);
+	if (rq->status >= 200 && rq->status < 300)
+		note_install_id(rq, conn);
 	jwt_claims_free(&claims);
 	args_free(&c.args);
 	return ret;
 }
 
 /* MHD callbacks ----------------------------------------------------------- */
+
+typedef struct framing_count
+{
+	int			content_length;
+	int			transfer_encoding;
+} framing_count;
+
+static enum MHD_Result
+count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	framing_count *fc = cls;
+
+	(void) kind;
+	(void) value;
+	if (strcasecmp(key, "Content-Length") == 0)
+		fc->content_length++;
+	else if (strcasecmp(key, "Transfer-Encoding") == 0)
+		fc->transfer_encoding++;
+	return MHD_YES;
+}
+
+/* Content-Length with Transfer-Encoding, or either of them twice. */
+static int
+ambiguous_framing(struct MHD_Connection *conn)
+{
+	framing_count fc = {0, 0};
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &fc);
+	return fc.content_length > 1 || fc.transfer_encoding > 1 ||
+		(fc.content_length > 0 && fc.transfer_encoding > 0);
+}
 
 enum MHD_Result
 http_handle(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1104,6 +1370,16 @@ http_handle(void *cls, struct MHD_Connection *conn, const char *url,
 		inflight++;
 		pthread_mutex_unlock(&inflight_lock);
 
+		/*
+		 * Request smuggling: a body framed two ways (Content-Length and
+		 * Transfer-Encoding, or Content-Length twice) is read differently
+		 * by a proxy in front and by us.  Refuse it and close, so nothing
+		 * behind it on this connection is read as a request.
+		 */
+		if (ambiguous_framing(conn))
+			return send_error(conn, rq, 400, "bad_request",
+							  "the body length is ambiguous (Content-Length with Transfer-Encoding, or twice)",
+							  "{\"Connection\":\"close\"}");
 		/* Refuse an announced oversized body before reading any of it. */
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
 		if (cl && strtoull(cl, NULL, 10) > GW_MAX_BODY)
@@ -1142,6 +1418,33 @@ http_handle(void *cls, struct MHD_Connection *conn, const char *url,
 	return dispatch(conn, rq, url, method);
 }
 
+/*
+ * A value for the access log, percent-encoded: every byte but letters,
+ * digits and "-._~/" becomes %XX, so a decoded path can carry no space,
+ * control byte or newline into the log.  out holds 3 * strlen(in) + 1.
+ */
+static void
+log_escape(const char *in, char *out, size_t outsz)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t		o = 0;
+
+	for (; *in && o + 4 <= outsz; in++)
+	{
+		unsigned char c = (unsigned char) *in;
+
+		if (isalnum(c) || strchr("-._~/", c))
+			out[o++] = (char) c;
+		else
+		{
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
 void
 http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			   enum MHD_RequestTerminationCode toe)
@@ -1149,7 +1452,9 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	request    *rq = *con_cls;
 	time_t		t;
 	struct tm	tm;
-	char		when[32];
+	char		when[32],
+				method[3 * sizeof(rq->method)],
+				path[3 * sizeof(rq->path)];
 	int			status;
 
 	(void) cls;
@@ -1161,15 +1466,14 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		status = 408;
 	else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0)
 		status = 499;
-	/* The path is percent-decoded: keep control bytes out of the log. */
-	for (char *p = rq->path; *p; p++)
-		if ((unsigned char) *p < 0x20 || *p == 0x7f)
-			*p = '?';
+	/* The path is percent-decoded: encode it again so it is one field. */
+	log_escape(rq->path, path, sizeof(path));
+	log_escape(rq->method, method, sizeof(method));
 	t = time(NULL);
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	/* One line per request; never the query string, a header or the body. */
-	fprintf(stdout, "%s %s %s %d %.1fms install=%s%s\n", when, rq->method, rq->path, status,
+	fprintf(stdout, "%s %s %s %d %.1fms install=%s%s\n", when, method, path, status,
 			(gw_now() - rq->start) * 1000.0, rq->install_id[0] ? rq->install_id : "-",
 			toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)");
 	fflush(stdout);

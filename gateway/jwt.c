@@ -4,7 +4,8 @@
  *		HS256 JWT verification: the algorithm is pinned (alg none and every
  *		other algorithm are refused before any key is used), the MAC is
  *		compared in constant time, exp is required and nbf / iat honoured
- *		with JWT_LEEWAY_S of leeway, and the role claim must be allowed.
+ *		with JWT_LEEWAY_S of leeway (all three integers), and the role claim
+ *		must be allowed.
  *
  *-------------------------------------------------------------------------
  */
@@ -144,18 +145,29 @@ typedef struct claims_state
 	unsigned	seen;
 } claims_state;
 
+/*
+ * exp, nbf and iat: an integer number of seconds from 0 to JWT_MAX_TIME,
+ * written with digits only.  A fraction, an exponent (1e999 would read as
+ * infinity and never expire), a sign or a larger value is refused.
+ */
 static int
-read_number(json_type type, const char *val, size_t vallen, double *out)
+read_time(json_type type, const char *val, size_t vallen, double *out)
 {
-	char		buf[64];
-	char	   *end;
+	long long	v = 0;
+	size_t		i;
 
-	if (type != JSON_NUMBER || vallen >= sizeof(buf))
+	if (type != JSON_NUMBER || vallen == 0 || vallen > 12)
 		return -1;
-	memcpy(buf, val, vallen);
-	buf[vallen] = '\0';
-	*out = strtod(buf, &end);
-	return *end == '\0' ? 0 : -1;
+	for (i = 0; i < vallen; i++)
+	{
+		if (val[i] < '0' || val[i] > '9')
+			return -1;
+		v = v * 10 + (val[i] - '0');
+	}
+	if (v > JWT_MAX_TIME)
+		return -1;
+	*out = (double) v;
+	return 0;
 }
 
 static int
@@ -188,16 +200,17 @@ claims_member(const char *key, size_t keylen, json_type type,
 	switch (i)
 	{
 		case 0:
-			if (read_number(type, val, vallen, &cs->out->exp) == 0)
-				cs->has_exp = 1;
+			if (read_time(type, val, vallen, &cs->out->exp) != 0)
+				cs->bad = 1;
+			cs->has_exp = 1;
 			break;
 		case 1:
-			if (read_number(type, val, vallen, &cs->nbf) != 0)
+			if (read_time(type, val, vallen, &cs->nbf) != 0)
 				cs->bad = 1;
 			cs->has_nbf = 1;
 			break;
 		case 2:
-			if (read_number(type, val, vallen, &cs->iat) != 0)
+			if (read_time(type, val, vallen, &cs->iat) != 0)
 				cs->bad = 1;
 			cs->has_iat = 1;
 			break;

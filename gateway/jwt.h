@@ -12,6 +12,8 @@
 #include <stddef.h>
 
 #define JWT_LEEWAY_S	30
+/* The largest exp, nbf or iat taken: 9999-12-31T23:59:59Z. */
+#define JWT_MAX_TIME	253402300799LL
 #define JWT_MAX_TOKEN	8192
 
 typedef enum jwt_result

@@ -9,6 +9,13 @@
  *		USAGE_LISTEN         host:port, default 127.0.0.1:8080
  *		USAGE_POOL           database connections, default 4
  *		USAGE_CLIENT_TIMEOUT seconds an idle client connection is kept, default 10
+ *		USAGE_CLIENT_CONNECTIONS  connections one client address may hold,
+ *		                     default 128 (of 512 in all)
+ *		USAGE_EXPORT_POOL    database connections for CSV exports, default 2
+ *		USAGE_EXPORTS_PER_ACCOUNT  concurrent exports of one account, default 1
+ *		USAGE_EXPORT_TIMEOUT seconds an export may take, default 300
+ *		USAGE_EXPORT_MIN_RATE bytes/s an export must average once it has run
+ *		                     10 s, default 16384
  *		USAGE_DASHBOARD_DIR  static files under /dashboard, default
  *		                     <repo>/dashboard/dist next to the binary
  *
@@ -114,6 +121,11 @@ load_config(void)
 
 	gw_cfg.pool_size = env_int("USAGE_POOL", 4, 1, 256);
 	gw_cfg.client_timeout_s = env_int("USAGE_CLIENT_TIMEOUT", 10, 1, 3600);
+	gw_cfg.client_connections = env_int("USAGE_CLIENT_CONNECTIONS", 128, 1, GW_MAX_CONNECTIONS);
+	gw_cfg.export_pool = env_int("USAGE_EXPORT_POOL", 2, 1, 256);
+	gw_cfg.exports_per_account = env_int("USAGE_EXPORTS_PER_ACCOUNT", 1, 1, 256);
+	gw_cfg.export_timeout_s = env_int("USAGE_EXPORT_TIMEOUT", 300, 1, 86400);
+	gw_cfg.export_min_rate = env_int("USAGE_EXPORT_MIN_RATE", 16384, 0, 1 << 30);
 
 	v = getenv("USAGE_DASHBOARD_DIR");
 	if (v && *v)
@@ -162,7 +174,7 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-	live = db_pool_init(gw_cfg.database_url, gw_cfg.pool_size);
+	live = db_pool_init(gw_cfg.database_url, gw_cfg.pool_size, gw_cfg.export_pool);
 	if (live < 0)
 		die("out of memory");
 	if (live == 0)
@@ -179,15 +191,18 @@ main(int argc, char **argv)
 							  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
 							  MHD_OPTION_THREAD_STACK_SIZE, (size_t) 512 * 1024,
 							  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) gw_cfg.client_timeout_s,
-							  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 512,
+							  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) GW_MAX_CONNECTIONS,
+							  MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) gw_cfg.client_connections,
 							  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
 							  MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL,
 							  MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
 							  MHD_OPTION_END);
 	if (daemon == NULL)
 		die("cannot listen on USAGE_LISTEN (address in use?)");
-	fprintf(stderr, "usage-gateway: listening on http://%s:%u/ with %d database connections\n",
-			gw_cfg.listen_host, gw_cfg.listen_port, gw_cfg.pool_size);
+	fprintf(stderr, "usage-gateway: listening on http://%s:%u/ with %d database connections "
+			"(%d for API calls, %d for exports, 1 for /healthz)\n",
+			gw_cfg.listen_host, gw_cfg.listen_port, gw_cfg.pool_size + gw_cfg.export_pool + 1,
+			gw_cfg.pool_size, gw_cfg.export_pool);
 
 	while (sigwait(&sigs, &sig) != 0)
 		;

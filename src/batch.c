@@ -59,6 +59,8 @@ typedef struct ParseState
 	Field		top_field;		/* field of the top object being read */
 	Field		ev_field;		/* field of the event object being read */
 	bool		seen_events;
+	uint32		top_seen;		/* bit per Field: top-level keys read */
+	uint32		ev_seen;		/* bit per Field: keys of the current event */
 	bool		in_events;		/* inside the events array */
 	bool		in_event;		/* inside an event object */
 	const char *context_start;
@@ -72,13 +74,15 @@ typedef struct ParseState
 	const char *malformed;		/* a string we needed would not decode */
 } ParseState;
 
-#define EVENT_FIELD(name, field, type_error) {name, sizeof(name) - 1, field, type_error}
+#define EVENT_FIELD(name, field, type_error) \
+	{name, sizeof(name) - 1, field, type_error, name " appears more than once"}
 static const struct
 {
 	const char *name;
 	int			len;
 	Field		field;
 	const char *type_error;
+	const char *dup_error;
 }			event_fields[] =
 {
 	EVENT_FIELD("event_id", F_EVENT_ID, "event_id must be a string"),
@@ -107,6 +111,32 @@ event_error(ParseState *st, const char *msg)
 
 	if (ev->error == NULL)
 		ev->error = msg;
+}
+
+static const char *
+field_dup_error(Field f)
+{
+	for (int i = 0; i < lengthof(event_fields); i++)
+		if (event_fields[i].field == f)
+			return event_fields[i].dup_error;
+	return "a field appears more than once";
+}
+
+/*
+ * A key the parser reads, given twice in one object, is refused: another
+ * reader of the same signed body (a proxy, the access log, an auditor) may
+ * take the first where we would take the last.  Returns true the second
+ * time f is seen in *seen.
+ */
+static bool
+seen_twice(uint32 *seen, Field f)
+{
+	uint32		bit = (uint32) 1 << f;
+
+	if (*seen & bit)
+		return true;
+	*seen |= bit;
+	return false;
 }
 
 static const char *
@@ -556,15 +586,20 @@ on_field_start(void *state, char *fname, bool isnull)
 			st->top_field = F_ACCOUNT_ID;
 		else if (name_is(name, len, "events"))
 		{
-			if (st->seen_events)
-				st->invalid = "events appears more than once";
 			st->seen_events = true;
 			st->top_field = F_EVENTS;
 		}
+		if (st->top_field != F_NONE && seen_twice(&st->top_seen, st->top_field) &&
+			st->invalid == NULL)
+			st->invalid = st->top_field == F_INSTALL_ID ? "install_id appears more than once" :
+				st->top_field == F_ACCOUNT_ID ? "account_id appears more than once" :
+				"events appears more than once";
 	}
 	else if (st->depth == 3 && st->in_event)
 	{
 		st->ev_field = event_field(st);
+		if (st->ev_field != F_NONE && seen_twice(&st->ev_seen, st->ev_field))
+			event_error(st, field_dup_error(st->ev_field));
 	}
 }
 
@@ -593,6 +628,7 @@ on_element_start(void *state, bool isnull)
 	ev->index = b->nevents;
 	b->nevents++;
 	st->ev_field = F_NONE;
+	st->ev_seen = 0;
 }
 
 static void

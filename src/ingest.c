@@ -42,6 +42,13 @@ PG_FUNCTION_INFO_V1(usage_tracking_ingest);
 
 #define NUM_INSERT_ARGS 12
 
+/*
+ * The key an unknown installation's post is checked with, so that it costs
+ * what a known one's does.  Nothing it matches is ever accepted.
+ */
+static const char dummy_key[] =
+"usage_tracking-no-such-installation-0123456789abcdef0123456789ab";
+
 static SPIPlanPtr seen_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr ensure_plan = NULL;
@@ -447,6 +454,87 @@ reject_repeats(BatchEvent **valid, int n)
 	}
 }
 
+/* SHA-256 of a..b as a bytea, the digests erasure_tombstones holds. */
+static bytea *
+tombstone_digest(const char *a, const char *b)
+{
+	bytea	   *d = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	bool		ok = (ctx != NULL && pg_cryptohash_init(ctx) == 0 &&
+					  pg_cryptohash_update(ctx, (const uint8 *) a, strlen(a)) == 0);
+
+	if (ok && b != NULL)
+		ok = pg_cryptohash_update(ctx, (const uint8 *) ":", 1) == 0 &&
+			pg_cryptohash_update(ctx, (const uint8 *) b, strlen(b)) == 0;
+	if (!ok ||
+		pg_cryptohash_final(ctx, (uint8 *) VARDATA(d), PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not compute a digest: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+	SET_VARSIZE(d, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	return d;
+}
+
+/*
+ * Refuse the events forget_user() or forget_installation() erased: those of
+ * an erased user (or installation) created before its erasure, should a
+ * captured request be replayed or the plugin send what it still had queued.
+ * One primary-key probe per post; digests only when the installation has a
+ * tombstone.  Without the table (the 1.0 SQL) there is nothing to refuse.
+ */
+static void
+reject_erased(const char *install_id, BatchEvent **valid, int n)
+{
+	static const char *const cols[] = {"installation_erased_at", "user_keys", "user_erased_at"};
+	Datum		key;
+	Datum		v[3];
+	bool		isnull[3];
+	Datum	   *ukeys = NULL;
+	Datum	   *utimes = NULL;
+	int			nkeys = 0,
+				ntimes = 0;
+
+	if (n == 0 || !OidIsValid(ut_relid("erasure_tombstones")))
+		return;
+	key = PointerGetDatum(tombstone_digest(install_id, NULL));
+	if (!ut_fetch_by_key("erasure_tombstones", 1, &key, 3, cols, v, isnull))
+		return;
+	if (!isnull[1] && !isnull[2])
+	{
+		deconstruct_array(DatumGetArrayTypeP(v[1]), BYTEAOID, -1, false, TYPALIGN_INT,
+						  &ukeys, NULL, &nkeys);
+		deconstruct_array(DatumGetArrayTypeP(v[2]), TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &utimes, NULL, &ntimes);
+		if (ntimes < nkeys)
+			nkeys = ntimes;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		BatchEvent *ev = valid[i];
+		bytea	   *ukey;
+
+		if (!isnull[0] && ev->created_at < DatumGetTimestampTz(v[0]))
+		{
+			ev->error = "the installation was erased after this event was created";
+			continue;
+		}
+		if (nkeys == 0)
+			continue;
+		ukey = tombstone_digest(install_id, ev->wp_user_id_hash);
+		for (int j = 0; j < nkeys; j++)
+		{
+			bytea	   *k = DatumGetByteaPP(ukeys[j]);
+
+			if (VARSIZE_ANY_EXHDR(k) == PG_SHA256_DIGEST_LENGTH &&
+				memcmp(VARDATA_ANY(k), VARDATA(ukey), PG_SHA256_DIGEST_LENGTH) == 0 &&
+				ev->created_at < DatumGetTimestampTz(utimes[j]))
+			{
+				ev->error = "this user's events were erased after this event was created";
+				break;
+			}
+		}
+	}
+}
+
 /* Pieces of the jsonb response. */
 static void
 push_string(JsonbParseState **st, JsonbIteratorToken as, const char *str)
@@ -526,6 +614,7 @@ ingest_verify(IngestState *s)
 	int64		now_unix;
 	BatchStatus status;
 	const char *errmsg_text = NULL;
+	bool		signature_ok;
 
 	if (req->body == NULL)
 		ereport(ERROR,
@@ -589,13 +678,31 @@ ingest_verify(IngestState *s)
 
 	/*
 	 * An unknown installation fails exactly like a wrong secret, so that
-	 * nobody can probe which installations exist.
+	 * nobody can probe which installations exist: not by the answer, nor by
+	 * the time it takes.  Every post computes two MACs over its body, with
+	 * the current and the previous secret, or with a dummy key where the
+	 * installation or its previous secret is missing; a match under a dummy
+	 * key counts for nothing.
 	 */
-	if (!fetch_installation(s->batch.install_id, req->now, &s->inst) ||
-		!(ut_signature_matches(s->inst.secret, s->mac, s->ts_str, s->ts_len,
-							   req->body, req->body_len) ||
-		  ut_signature_matches(s->inst.previous_secret, s->mac, s->ts_str, s->ts_len,
-							   req->body, req->body_len)))
+	{
+		bool		found = fetch_installation(s->batch.install_id, req->now, &s->inst);
+		bool		current_ok,
+					previous_ok;
+		uint64		macs = ut_signature_macs;
+
+		current_ok = ut_signature_matches(found ? s->inst.secret : dummy_key,
+										  s->mac, s->ts_str, s->ts_len,
+										  req->body, req->body_len);
+		previous_ok = ut_signature_matches(found && s->inst.previous_secret
+										   ? s->inst.previous_secret : dummy_key,
+										   s->mac, s->ts_str, s->ts_len,
+										   req->body, req->body_len);
+		elog(DEBUG1, "usage_tracking: signature checked with %d MACs over %d body bytes",
+			 (int) (ut_signature_macs - macs), (int) req->body_len);
+		signature_ok = found &&
+			(current_ok || (s->inst.previous_secret != NULL && previous_ok));
+	}
+	if (!signature_ok)
 		ereport(ERROR,
 				(errcode(UT_ERRCODE_INVALID_SIGNATURE),
 				 errmsg("signature verification failed"),
@@ -636,6 +743,7 @@ ingest_validate(IngestState *s)
 			s->valid[s->nvalid++] = ev;
 	}
 	reject_repeats(s->valid, s->nvalid);
+	reject_erased(s->batch.install_id, s->valid, s->nvalid);
 	for (int i = 0; i < s->nvalid; i++)
 		if (s->valid[i]->error == NULL)
 			s->valid[kept++] = s->valid[i];

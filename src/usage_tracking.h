@@ -50,6 +50,7 @@ extern void ut_hmac_sha256(const uint8 *key, size_t keylen,
 						   const uint8 *part2, size_t len2,
 						   const uint8 *part3, size_t len3,
 						   uint8 *out);
+extern uint64 ut_signature_macs;
 extern bool ut_signature_matches(const char *secret, const uint8 *mac,
 								 const char *ts_str, size_t ts_len,
 								 const char *body, size_t body_len);

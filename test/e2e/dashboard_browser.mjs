@@ -55,6 +55,18 @@ const consoleErrors = [];
 page.on('request', (r) => { if (!r.url().startsWith(BASE_URL)) foreign.push(r.url()); });
 page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
+// The page runs under the gateway's Content-Security-Policy: any violation
+// (an inline script or style, a foreign source) is reported here.
+const cspViolations = [];
+const pageHeaders = [];
+await page.exposeFunction('reportCspViolation', (v) => cspViolations.push(v));
+await context.addInitScript(() => {
+  document.addEventListener('securitypolicyviolation',
+    (e) => window.reportCspViolation(`${e.violatedDirective} ${e.blockedURI}`));
+});
+page.on('response', (r) => {
+  if (r.request().resourceType() === 'document') pageHeaders.push(r.headers());
+});
 
 async function settle() {
   await page.waitForFunction(() => ['ready', 'error', 'signin'].includes(document.body.dataset.state),
@@ -191,6 +203,18 @@ try {
 
   await check('nothing was fetched from anywhere but the gateway', async () => {
     assert.deepEqual(foreign, []);
+  });
+  await check('the page is served with a Content-Security-Policy and no-framing headers', async () => {
+    assert.ok(pageHeaders.length > 0);
+    for (const h of pageHeaders) {
+      assert.match(h['content-security-policy'] || '', /script-src 'self'/);
+      assert.doesNotMatch(h['content-security-policy'], /unsafe-inline|unsafe-eval/);
+      assert.equal(h['x-frame-options'], 'DENY');
+      assert.equal(h['x-content-type-options'], 'nosniff');
+    }
+  });
+  await check('the page works under its Content-Security-Policy: no violation', async () => {
+    assert.deepEqual(cspViolations, []);
   });
   await check('no script errors', async () => {
     assert.deepEqual(consoleErrors.filter((e) => !/status of 40[14]/.test(e)), []);

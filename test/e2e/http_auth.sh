@@ -83,7 +83,7 @@ is "$(error_of)" "401 invalid_token" "Basic credentials: 401"
 # --- time ----------------------------------------------------------------------------
 try "$(ut_jwt_sign "$H" "$(claims usage_tracking_ingest $((now - 120)))" "$JWT_SECRET")"
 is "$(error_of)" "401 token_expired" "expired two minutes ago: 401 token_expired"
-try "$(ut_jwt_sign "$H" "$(claims usage_tracking_ingest $((now - 5)))" "$JWT_SECRET")"
+try "$(ut_jwt_sign "$H" "$(claims usage_tracking_ingest $(($(date +%s) - 5)))" "$JWT_SECRET")"
 is "$STATUS" 200 "expired 5 s ago, within the 30 s leeway: accepted"
 try "$(ut_jwt_sign "$H" '{"role":"usage_tracking_ingest","account_id":"acc_auth_a"}' "$JWT_SECRET")"
 is "$(error_of)" "401 invalid_token" "no exp: 401"
@@ -95,6 +95,19 @@ try "$(ut_jwt_sign "$H" "$(claims usage_tracking_ingest $((now + 600)) "\"nbf\":
 is "$STATUS" 200 "nbf 10 s ahead, within the leeway: accepted"
 try "$(ut_jwt_sign "$H" "$(claims usage_tracking_ingest $((now + 600)) "\"iat\":$((now + 120))")" "$JWT_SECRET")"
 is "$(error_of)" "401 invalid_token" "issued two minutes in the future: 401"
+# exp, nbf and iat are whole seconds: 1e999 would read as infinity and never expire.
+for bad in 1e999 "$((now + 300)).5" "$((now + 300))e0" 1E10 -1 99999999999999 253402300800; do
+  try "$(ut_jwt_sign "$H" "$(claims usage_tracking_ingest "$bad")" "$JWT_SECRET")"
+  is "$(error_of)" "401 invalid_token" "exp $bad: 401"
+done
+for claim in nbf iat; do
+  for bad in -1e999 1.5 1e3 '"0"'; do
+    try "$(ut_jwt_sign "$H" "$(claims usage_tracking_ingest $((now + 300)) "\"$claim\":$bad")" "$JWT_SECRET")"
+    is "$(error_of)" "401 invalid_token" "$claim $bad: 401"
+  done
+done
+try "$(ut_jwt_sign "$H" "$(claims usage_tracking_ingest 253402300799 "\"nbf\":0,\"iat\":$now")" "$JWT_SECRET")"
+is "$STATUS" 200 "exp at 9999-12-31T23:59:59Z, nbf 0, iat now: accepted"
 
 # --- roles ---------------------------------------------------------------------------
 for role in postgres pg_read_all_data usage_tracking_ingest_x "usage_tracking_admin " USAGE_TRACKING_ADMIN ""; do
@@ -121,7 +134,7 @@ try "$(ut_jwt_sign "$H" "{\"role\":\"usage_tracking_ingest\",\"account_id\":42,\
 is "$(error_of)" "401 invalid_token" "account_id that is not a string: 401"
 req GET "/api/usage/summary?install_id=$IA" -H "Authorization: Bearer $(token usage_tracking_reader acc_auth_b)"
 is "$STATUS $BODY" "200 []" "a reader of account B sees nothing of account A"
-is "$(stored)" $((before + 2)) "only the two accepted tokens wrote events"
+is "$(stored)" $((before + 3)) "only the three accepted tokens wrote events"
 
 # --- the installation signature --------------------------------------------------------
 ING=$(token usage_tracking_ingest acc_auth_a)

@@ -28,7 +28,7 @@ q "CREATE EXTENSION pg_stat_statements; CREATE EXTENSION pgcrypto; CREATE EXTENS
 q "SELECT usage_tracking.create_account('acc_stats', 'pro')" >/dev/null
 # Literal secrets in the statement text, as a DBA would type them.
 q "SELECT usage_tracking.register_installation('$I1', 'acc_stats', '$S1')" >/dev/null
-q "SELECT usage_tracking.register_installation('$I1', 'acc_stats', '$S2')" >/dev/null
+q "SELECT usage_tracking.rotate_installation_secret('$I1', '$S2')" >/dev/null
 GEN=$(q "SELECT usage_tracking.register_installation('57a757a7-0000-4000-8000-0000000057a7_0000000057a2', 'acc_stats')")
 q "CREATE FUNCTION post(body text, secret text, http boolean DEFAULT false) RETURNS text LANGUAGE plpgsql AS \$\$
    DECLARE ts text := extract(epoch FROM now())::bigint::text;

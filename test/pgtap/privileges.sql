@@ -165,6 +165,7 @@ INSERT INTO fexpected VALUES
   ('usage_tracking.installations(date,date)', '{usage_tracking_admin}'),
   ('usage_tracking.create_account(text,text)', '{usage_tracking_admin}'),
   ('usage_tracking.register_installation(text,text,text,timestamp with time zone)', '{usage_tracking_admin}'),
+  ('usage_tracking.rotate_installation_secret(text,text,timestamp with time zone)', '{usage_tracking_admin}'),
   ('usage_tracking.set_installation_status(text,text)', '{usage_tracking_admin}'),
   ('usage_tracking.set_model_price(text,numeric,numeric,numeric,timestamp with time zone)', '{usage_tracking_admin}'),
   ('usage_tracking.ensure_partitions(timestamp with time zone,timestamp with time zone)', '{usage_tracking_admin}'),

@@ -37,20 +37,30 @@ SELECT t.post(:'body', :secret, :now::timestamptz) IS NOT NULL AS fresh_ok;
 SELECT t.outcome(:'body', t.sig(:'body', :secret, :now::timestamptz - interval '300 s'), :now) AS at_300s;
 
 -- Rotation: the old secret verifies during the grace period only.
-SELECT usage_tracking.register_installation(:inst, 'acc_core', 'rotated-secret-abcdef0123456789', :now) AS new_secret;
+SELECT usage_tracking.rotate_installation_secret(:inst, 'rotated-secret-abcdef0123456789', :now) AS new_secret;
 SELECT t.outcome(:'body', t.sig(:'body', :secret, :now::timestamptz + interval '1 hour'),
                              :now::timestamptz + interval '1 hour') AS old_secret_in_grace;
 SELECT t.outcome(:'body', t.sig(:'body', 'rotated-secret-abcdef0123456789', :now::timestamptz + interval '1 hour'),
                              :now::timestamptz + interval '1 hour') AS new_secret_ok;
 SELECT t.outcome(:'body', t.sig(:'body', :secret, :now::timestamptz + interval '25 hours'),
                              :now::timestamptz + interval '25 hours');
--- registering again with the secret in force, or none, changes nothing
-SELECT usage_tracking.register_installation(:inst, 'acc_core') AS still_rotated;
+-- registering again never returns the secret in force: refused, with or
+-- without a secret, and nothing changes (an admin cannot read a secret)
+SELECT usage_tracking.register_installation(:inst, 'acc_core') AS refused;
+SELECT usage_tracking.register_installation(:inst, 'acc_core', 'rotated-secret-abcdef0123456789', :now) AS refused;
+SELECT usage_tracking.register_installation(:inst, 'acc_core', 'yet-another-secret-0123456789', :now) AS refused;
+SELECT secret = 'rotated-secret-abcdef0123456789' AS still_rotated
+  FROM usage_tracking.installation_secrets WHERE install_id = :inst;
+-- rotating an unknown installation, or to a secret too short
+SELECT usage_tracking.rotate_installation_secret('00000000-0000-4000-8000-000000000000_000000000000');
+SELECT usage_tracking.rotate_installation_secret(:inst, 'short');
+-- a generated secret is returned once: 64 hex, and it verifies
+SELECT length(usage_tracking.rotate_installation_secret('6fa459ea-ee8a-4ca4-894e-db77e160355e_0123456789ab')) AS generated_length;
 -- an installation cannot move to another account
 SELECT usage_tracking.create_account('acc_other');
 SELECT usage_tracking.register_installation(:inst, 'acc_other');
 -- put the original secret back for later tests
-SELECT usage_tracking.register_installation(:inst, 'acc_core', :secret, :now) IS NOT NULL AS restored;
+SELECT usage_tracking.rotate_installation_secret(:inst, :secret, :now) IS NOT NULL AS restored;
 
 -- Suspended installation: 403, nothing written
 SELECT usage_tracking.set_installation_status(:inst, 'suspended');

@@ -3,7 +3,7 @@
 \set VERBOSITY terse
 \set inst '''6fa459ea-ee8a-4ca4-894e-db77e160355e_0123456789ab'''
 \set now '''2025-11-03 12:00:00+00'''
-SELECT usage_tracking.register_installation(:inst, 'acc_core', 'pricing-secret-0123456789', :now) IS NOT NULL AS registered;
+SELECT usage_tracking.rotate_installation_secret(:inst, 'pricing-secret-0123456789', :now) IS NOT NULL AS registered;
 
 -- price-test-model costs 1/2/0.5 until noon on Nov 2, then 3/4 with no cached rate
 SELECT usage_tracking.set_model_price('price-test-model', 1, 2, 0.5);

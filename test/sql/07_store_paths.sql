@@ -186,9 +186,10 @@ SELECT t.batch(:inst, jsonb_build_array(
          t.event('dg_6', '2025-11-03 12:10:00+00', source => 'inline'))) AS dg_body2 \gset
 SELECT t.post(:'dg_body2', :secret, :now) - 'quota' - 'event_ids' AS with_rejection;
 SELECT t.post(:'dg_body2', :secret, '2025-11-03 12:06:00+00') - 'quota' - 'event_ids' AS later;
--- After an erasure the retry is checked event by event again, so the erased
--- events it carries are stored again like any new event.
-SELECT usage_tracking.forget_user(:inst, t.user_hash(2)) ->> 'events' AS erased;
+-- After an erasure the retry is checked event by event again: the erased
+-- user's event it carries is refused (erasure_tombstones), the others are
+-- duplicates.
+SELECT usage_tracking.forget_user(:inst, t.user_hash(2), '2025-11-03 12:06:30+00') ->> 'events' AS erased;
 SELECT count(*) AS digests_left FROM usage_tracking.events
  WHERE install_id = :inst AND batch_digest IS NOT NULL;
 SELECT t.post(:'dg_body', :secret, '2025-11-03 12:07:00+00') - 'quota' - 'event_ids' AS retry_after_erasure;

@@ -8,9 +8,9 @@ SELECT usage_tracking.create_account('acc_rel64', 'pro');
 SELECT usage_tracking.create_account('acc_rel64_other', 'pro');
 SELECT usage_tracking.register_installation('64646464-6464-4464-8464-646464646464_646464646464',
                                             'acc_rel64', 'rel64-SECRET-current-0123456789') IS NOT NULL AS registered;
-SELECT usage_tracking.register_installation('64646464-6464-4464-8464-646464646464_646464646464',
-                                            'acc_rel64', 'rel64-SECRET-rotated-0123456789',
-                                            '2025-11-03 11:00:00+00') IS NOT NULL AS rotated;
+SELECT usage_tracking.rotate_installation_secret('64646464-6464-4464-8464-646464646464_646464646464',
+                                                 'rel64-SECRET-rotated-0123456789',
+                                                 '2025-11-03 11:00:00+00') IS NOT NULL AS rotated;
 SELECT usage_tracking.register_installation('64646464-6464-4464-8464-646464646464_aaaaaaaaaaaa',
                                             'acc_rel64', 'rel64-SECRET-suspended-0123456789') IS NOT NULL AS registered;
 SELECT usage_tracking.set_installation_status('64646464-6464-4464-8464-646464646464_aaaaaaaaaaaa', 'suspended');
@@ -70,6 +70,18 @@ SELECT label, pg_temp.leak(q, s, b, g) AS outcome
     ('register the installation for another account with its secret',
      'SELECT usage_tracking.register_installation(''64646464-6464-4464-8464-646464646464_646464646464'', ''acc_rel64_other'', $1)',
      'rel64-SECRET-rotated-0123456789', NULL, NULL),
+    ('register the installation again with its secret',
+     'SELECT usage_tracking.register_installation(''64646464-6464-4464-8464-646464646464_646464646464'', ''acc_rel64'', $1)',
+     'rel64-SECRET-rotated-0123456789', NULL, NULL),
+    ('register the installation again without a secret',
+     'SELECT usage_tracking.register_installation(''64646464-6464-4464-8464-646464646464_646464646464'', ''acc_rel64'')',
+     NULL, NULL, NULL),
+    ('rotate an unknown installation with a secret',
+     'SELECT usage_tracking.rotate_installation_secret(''64646464-6464-4464-8464-646464646464_cccccccccccc'', $1)',
+     'rel64-SECRET-unknown-0123456789', NULL, NULL),
+    ('rotate with a secret too short',
+     'SELECT usage_tracking.rotate_installation_secret(''64646464-6464-4464-8464-646464646464_646464646464'', $1)',
+     'rel64-SECRET', NULL, NULL),
     ('register with a secret too short',
      'SELECT usage_tracking.register_installation(''64646464-6464-4464-8464-646464646464_646464646464'', ''acc_rel64'', $1)',
      'rel64-SECRET', NULL, NULL),

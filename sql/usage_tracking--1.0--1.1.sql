@@ -1507,6 +1507,9 @@ CREATE TABLE @extschema@.erasure_tombstones (
 COMMENT ON TABLE @extschema@.erasure_tombstones IS
     'Internal: what forget_user() and forget_installation() erased, as digests, so that ingest refuses the erased events when they are posted again: install_key is sha256(install_id), user_keys sha256(install_id || '':'' || wp_user_id_hash), each with the time of its erasure. No role but the extension owner reads it.';
 REVOKE ALL ON @extschema@.erasure_tombstones FROM PUBLIC;
+-- Dumped like every table of the extension: a restore keeps refusing the
+-- replay of erased events.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.erasure_tombstones', '');
 
 CREATE FUNCTION @extschema@._tombstone(install_id text, wp_user_id_hash text, now timestamptz)
 RETURNS void

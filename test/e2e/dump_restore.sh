@@ -95,7 +95,7 @@ SELECT usage_tracking.create_account('acct-pro', 'pro');
 SELECT usage_tracking.register_installation('$I1', 'acct-gold', '$S1', $NOW::timestamptz - interval '5 days');
 SELECT usage_tracking.register_installation('$I2', 'acct-free', '$S2', $NOW::timestamptz - interval '5 days');
 SELECT usage_tracking.register_installation('$I3', 'acct-pro', '$S3', $NOW::timestamptz - interval '5 days');
-SELECT usage_tracking.register_installation('$I1', 'acct-gold', '$S1B', $NOW::timestamptz - interval '1 day');
+SELECT usage_tracking.rotate_installation_secret('$I1', '$S1B', $NOW::timestamptz - interval '1 day');
 SELECT usage_tracking.set_alert_channel('acct-free', 'webhook', 'https://hooks.example.invalid/a', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
 SELECT usage_tracking.set_alert_channel('acct-free', 'slack', 'https://hooks.example.invalid/s');
 -- three days in partitions made before, the last day made by maintenance

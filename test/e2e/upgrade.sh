@@ -130,7 +130,7 @@ schema_of() { # schema_of DB
   pg_dump --binary-upgrade --schema-only --no-owner -d "$1" \
     | sed -E -e '/^\\(un)?restrict /d' \
              -e "/binary_upgrade_/s/'\{?[0-9A-F\/,]+\}?'/'N'/g" -e '/binary_upgrade_/s/[0-9]+/N/g' \
-             -e "s/^(SET relfrozenxid = )'[0-9]+'/\1'N'/" -e "s/^(WHERE oid = )'[0-9]+'/\1'N'/"
+             -e "s/^(SET relfrozenxid = )'[0-9]+', relminmxid = '[0-9]+'/\1'N', relminmxid = 'N'/" -e "s/^(WHERE oid = )'[0-9]+'/\1'N'/"
   q -d "$1" -c "SELECT 'config_dump ' || c.oid::regclass || ' ' || quote_literal(cond)
                   FROM pg_extension e, unnest(e.extconfig, e.extcondition) WITH ORDINALITY AS u(rel, cond, i)
                   JOIN pg_class c ON c.oid = u.rel

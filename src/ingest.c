@@ -679,26 +679,32 @@ ingest_verify(IngestState *s)
 	/*
 	 * An unknown installation fails exactly like a wrong secret, so that
 	 * nobody can probe which installations exist: not by the answer, nor by
-	 * the time it takes.  Every post computes two MACs over its body, with
-	 * the current and the previous secret, or with a dummy key where the
-	 * installation or its previous secret is missing; a match under a dummy
-	 * key counts for nothing.
+	 * the time it takes.  Every post that is not signed with the current
+	 * secret computes two MACs over its body, with the current and the
+	 * previous secret, or with a dummy key where the installation or its
+	 * previous secret is missing; a match under a dummy key counts for
+	 * nothing.  Only a post signed with the current secret of an existing
+	 * installation stops after the first, and that tells its sender nothing
+	 * the answer does not.
 	 */
 	{
 		bool		found = fetch_installation(s->batch.install_id, req->now, &s->inst);
 		bool		current_ok,
-					previous_ok;
+					previous_ok = false;
 		uint64		macs = ut_signature_macs;
+		int			n;
 
 		current_ok = ut_signature_matches(found ? s->inst.secret : dummy_key,
 										  s->mac, s->ts_str, s->ts_len,
 										  req->body, req->body_len);
-		previous_ok = ut_signature_matches(found && s->inst.previous_secret
-										   ? s->inst.previous_secret : dummy_key,
-										   s->mac, s->ts_str, s->ts_len,
-										   req->body, req->body_len);
-		elog(DEBUG1, "usage_tracking: signature checked with %d MACs over %d body bytes",
-			 (int) (ut_signature_macs - macs), (int) req->body_len);
+		if (!(found && current_ok))
+			previous_ok = ut_signature_matches(found && s->inst.previous_secret
+											   ? s->inst.previous_secret : dummy_key,
+											   s->mac, s->ts_str, s->ts_len,
+											   req->body, req->body_len);
+		n = (int) (ut_signature_macs - macs);
+		elog(DEBUG1, "usage_tracking: signature checked with %d MAC%s over %d body bytes",
+			 n, n == 1 ? "" : "s", (int) req->body_len);
 		signature_ok = found &&
 			(current_ok || (s->inst.previous_secret != NULL && previous_ok));
 	}

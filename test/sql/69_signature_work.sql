@@ -1,7 +1,9 @@
--- Unknown and known installations cost the same work: every post computes
--- two MACs over its whole body (the current and the previous secret, or a
--- dummy key in place of a missing installation or previous secret), so the
--- time of a refusal does not tell whether an installation exists.  The
+-- Unknown and known installations cost the same work: every post not
+-- signed with the current secret computes two MACs over its whole body (the
+-- current and the previous secret, or a dummy key in place of a missing
+-- installation or previous secret), so the time of a refusal does not tell
+-- whether an installation exists; a post signed with the current secret
+-- stops after one.  The
 -- work is counted by the DEBUG1 line ingest writes after the check, not
 -- timed.  A MAC made with the dummy key is never accepted.
 \set VERBOSITY terse

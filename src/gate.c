@@ -91,6 +91,29 @@ ut_gate_init(void)
 							 NULL, NULL, NULL);
 }
 
+/* Whether function fn is a C function whose symbol is symbol. */
+static bool
+runs_c_symbol(Oid fn, const char *symbol)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	bool		ours = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+		bool		isnull;
+		Datum		src;
+
+		if (proc->prolang == ClanguageId)
+		{
+			src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
+			ours = !isnull && strcmp(TextDatumGetCString(src), symbol) == 0;
+		}
+		ReleaseSysCache(tup);
+	}
+	return ours;
+}
+
 /* Whether trigger tg fires for a row or statement now. */
 static bool
 trigger_fires(const Trigger *tg)
@@ -112,31 +135,13 @@ trigger_fires(const Trigger *tg)
 static bool
 is_summary_trigger(const Trigger *tg)
 {
-	HeapTuple	tup;
-	bool		ours = false;
-
 	if (!trigger_fires(tg) || TRIGGER_FOR_ROW(tg->tgtype) ||
 		!TRIGGER_FOR_AFTER(tg->tgtype) || !TRIGGER_FOR_INSERT(tg->tgtype) ||
 		TRIGGER_FOR_UPDATE(tg->tgtype) || TRIGGER_FOR_DELETE(tg->tgtype) ||
 		TRIGGER_FOR_TRUNCATE(tg->tgtype) || tg->tgnewtable == NULL ||
 		tg->tgqual != NULL || tg->tgnattr != 0)
 		return false;
-	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(tg->tgfoid));
-	if (HeapTupleIsValid(tup))
-	{
-		Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
-		bool		isnull;
-		Datum		src;
-
-		if (proc->prolang == ClanguageId)
-		{
-			src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
-			ours = !isnull &&
-				strcmp(TextDatumGetCString(src), UT_SUMMARY_TRIGGER_SYMBOL) == 0;
-		}
-		ReleaseSysCache(tup);
-	}
-	return ours;
+	return runs_c_symbol(tg->tgfoid, UT_SUMMARY_TRIGGER_SYMBOL);
 }
 
 /* A foreign-key check: fired by the executor's trigger queue, as is. */
@@ -281,8 +286,6 @@ is_shape_check(FuncExpr *f, TupleDesc desc)
 	}			shapes[] = {
 		{'e', "event_id"}, {'u', "wp_user_id_hash"}, {'s', "source"}, {'m', "model"}
 	};
-	HeapTuple	tup;
-	bool		ours = false;
 	Const	   *k;
 	Var		   *v;
 
@@ -294,22 +297,7 @@ is_shape_check(FuncExpr *f, TupleDesc desc)
 	if (k->constisnull || k->consttype != CHAROID || v->varattno <= 0 ||
 		v->varattno > desc->natts)
 		return false;
-	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(f->funcid));
-	if (HeapTupleIsValid(tup))
-	{
-		Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
-		bool		isnull;
-		Datum		src;
-
-		if (proc->prolang == ClanguageId)
-		{
-			src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
-			ours = !isnull &&
-				strcmp(TextDatumGetCString(src), "usage_tracking_valid_shape") == 0;
-		}
-		ReleaseSysCache(tup);
-	}
-	if (!ours)
+	if (!runs_c_symbol(f->funcid, "usage_tracking_valid_shape"))
 		return false;
 	for (int i = 0; i < lengthof(shapes); i++)
 		if (shapes[i].kind == DatumGetChar(k->constvalue))

@@ -16,13 +16,7 @@ export PGUSER=${PGUSER:-postgres}
 OLD=ut_upgrade_old
 NEW=ut_upgrade_new
 TMP=$(mktemp -d "${UT_WORK:-/tmp}/upgrade.XXXXXX")
-passed=0
-failed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $*"; failed=$((failed + 1)); }
-check() { # check DESCRIPTION EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1: expected [$2], got [$3]"; fi
-}
+. "$(dirname "$0")/lib/checks.sh"
 q() { psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
 cleanup() {
   q -d postgres -c "SET client_min_messages = warning" \

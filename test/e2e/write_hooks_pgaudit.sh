@@ -10,13 +10,7 @@ ROOT=${UT_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$ROOT/tools/lib.sh"
 WORK=$(mktemp -d "${UT_WORK:-/tmp}/pgaudit.XXXXXX")
 chmod 755 "$WORK"
-passed=0
-failed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $*"; failed=$((failed + 1)); }
-check() { # check DESCRIPTION EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1: expected [$2], got [$3]"; fi
-}
+. "$(dirname "$0")/lib/checks.sh"
 cleanup() { ut_cluster_stop "$WORK"; rm -rf "$WORK"; }
 trap cleanup EXIT
 

@@ -571,63 +571,8 @@ COMMENT ON FUNCTION @extschema@.event_cost(text, timestamptz, bigint, bigint, bi
 -- reconcile(): its 1.1 definition, which also has this change, is in the
 -- section "No default partitions" below.
 
-CREATE OR REPLACE FUNCTION @extschema@.register_installation(install_id text, account_id text,
-                                                  secret text DEFAULT NULL,
-                                                  now timestamptz DEFAULT now())
-RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    owner   text;
-    current text;
-BEGIN
-    IF install_id IS NULL OR NOT @extschema@.valid_shape('i', install_id) THEN
-        RAISE EXCEPTION 'invalid install_id'
-            USING ERRCODE = '22023',
-                  HINT = 'An install_id is {uuid-v4}_{12 lowercase hex}.';
-    END IF;
-    IF secret IS NOT NULL AND length(secret) NOT BETWEEN 16 AND 200 THEN
-        RAISE EXCEPTION 'a secret must be 16 to 200 characters' USING ERRCODE = '22023';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM @extschema@.accounts a WHERE a.account_id = register_installation.account_id) THEN
-        RAISE EXCEPTION 'unknown account "%"', account_id
-            USING ERRCODE = '22023', HINT = 'Create it with usage_tracking.create_account().';
-    END IF;
-
-    SELECT i.account_id, s.secret INTO owner, current
-      FROM @extschema@.installations i
-      JOIN @extschema@.installation_secrets s USING (install_id)
-     WHERE i.install_id = register_installation.install_id
-       FOR UPDATE;
-
-    IF NOT FOUND THEN
-        INSERT INTO @extschema@.installations (install_id, account_id)
-        VALUES (register_installation.install_id, register_installation.account_id);
-        INSERT INTO @extschema@.installation_secrets (install_id, secret)
-        VALUES (register_installation.install_id,
-                coalesce(register_installation.secret, @extschema@.generate_secret()))
-        RETURNING installation_secrets.secret INTO current;
-        RETURN current;
-    END IF;
-
-    IF owner <> account_id THEN
-        RAISE EXCEPTION 'installation is registered to another account'
-            USING ERRCODE = '42501';
-    END IF;
-    IF secret IS NULL OR secret = current THEN
-        RETURN current;
-    END IF;
-    -- Rotation: the old secret keeps verifying for usage_tracking.secret_grace.
-    UPDATE @extschema@.installation_secrets s
-       SET previous_secret = s.secret,
-           previous_expires_at = register_installation.now + @extschema@.retention('secret_grace'),
-           secret = register_installation.secret,
-           rotated_at = register_installation.now
-     WHERE s.install_id = register_installation.install_id;
-    RETURN secret;
-END
-$$;
+-- register_installation(): its 1.1 definition, which asks valid_shape() for
+-- the install_id shape too, is in the section "Security hardening" below.
 
 CREATE OR REPLACE FUNCTION @extschema@.raise_http_error(sqlstate text, message text,
                                                         detail text DEFAULT NULL,

@@ -11,6 +11,7 @@
 # (default 32768) in any process, or the summaries are not exact.
 #
 #   SOAK_MINUTES=5 make soak
+#   SOAK_SECONDS=20 make soak        (a short run; wins over SOAK_MINUTES)
 #   SOAK_INGESTERS=4 SOAK_READERS=2 SOAK_SAMPLE_S=30 bash tools/soak.sh
 set -uo pipefail
 
@@ -19,6 +20,7 @@ cd "$ROOT"
 . tools/lib.sh
 
 MINUTES=${SOAK_MINUTES:-30}
+SECONDS_RUN=${SOAK_SECONDS:-$((MINUTES * 60))}
 INGESTERS=${SOAK_INGESTERS:-4}
 READERS=${SOAK_READERS:-2}
 SAMPLE_S=${SOAK_SAMPLE_S:-30}
@@ -66,10 +68,10 @@ for ((i = 0; i < INSTALLS; i++)); do
   sql "SELECT usage_tracking.register_installation('$(install_id "$i")', 'acc_soak_$((i % 2))', 'soak-secret-$i-0123456789abcdef')" >/dev/null
 done
 gw_start USAGE_POOL=4
-ut_log "gateway on $BASE (pid $GW_PID), $INGESTERS ingesters, $READERS readers, maintenance, $MINUTES min"
+ut_log "gateway on $BASE (pid $GW_PID), $INGESTERS ingesters, $READERS readers, maintenance, $SECONDS_RUN s"
 
-DEADLINE=$(( $(date +%s) + MINUTES * 60 ))
-TOKEN_TTL=$(( MINUTES * 60 + 600 ))
+DEADLINE=$(( $(date +%s) + SECONDS_RUN ))
+TOKEN_TTL=$(( SECONDS_RUN + 600 ))
 ING=( "$(token usage_tracking_ingest acc_soak_0 "$TOKEN_TTL")" "$(token usage_tracking_ingest acc_soak_1 "$TOKEN_TTL")" )
 RD=( "$(token usage_tracking_reader acc_soak_0 "$TOKEN_TTL")" "$(token usage_tracking_reader acc_soak_1 "$TOKEN_TTL")" )
 ADMIN=$(token usage_tracking_admin "" "$TOKEN_TTL")
@@ -188,11 +190,11 @@ for ((w = 0; w < READERS; w++)); do reader "$w" & PIDS+=($!); done
 maintainer & PIDS+=($!)
 
 # Warm up for a minute (or a fifth of the run), then sample until the end.
-sleep $(( MINUTES * 60 / 5 < 60 ? MINUTES * 60 / 5 : 60 ))
+sleep $(( SECONDS_RUN / 5 < 60 ? SECONDS_RUN / 5 : 60 ))
 sample start
 while [ "$(date +%s)" -lt "$DEADLINE" ]; do
   sleep "$SAMPLE_S"
-  sample "t+$(( $(date +%s) - DEADLINE + MINUTES * 60 ))s"
+  sample "t+$(( $(date +%s) - DEADLINE + SECONDS_RUN ))s"
 done
 for p in "${PIDS[@]}"; do wait "$p"; done
 PIDS=()
@@ -200,7 +202,7 @@ sample end
 
 # --- report ------------------------------------------------------------------
 echo
-echo "soak: $MINUTES min, $INGESTERS ingesters, $READERS readers, maintenance every 20 s"
+echo "soak: $SECONDS_RUN s, $INGESTERS ingesters, $READERS readers, maintenance every 20 s"
 echo "requests (route status count):"
 cat "$SOAK"/stats_* 2>/dev/null | sort | uniq -c | awk '{printf "  %-28s %s %8d\n", $2, $3, $1}'
 errors=$(cat "$SOAK"/stats_ingest_* "$SOAK"/stats_read_* 2>/dev/null | awk '$2 != 200' | wc -l)
